@@ -1,0 +1,1 @@
+"""Measurement: latency harness, accuracy, machine fingerprint, results and reports."""

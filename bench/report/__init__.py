@@ -1,0 +1,1 @@
+"""Reports rendered from results.json (a dict), never from live Python objects."""

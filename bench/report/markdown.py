@@ -1,0 +1,82 @@
+"""report.md: the artifacts, their verification, and one row per artifact × runtime × batch × threads."""
+
+from __future__ import annotations
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
+def _size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "—"
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
+
+
+def verification_cell(artifact: dict) -> str:
+    verification = artifact.get("verification")
+    if verification is None:
+        return "reference"
+    worst = max(verification["outputs"], key=lambda o: o["max_abs"])
+    verdict = "verified" if verification["passed"] else "**FAILED**"
+    return f"{verdict}: max abs {worst['max_abs']:.2g}, min cosine {worst['cosine_min']:.6f} on {verification['samples']} samples"
+
+
+def render(document: dict) -> str:
+    machine = document["machine"]
+    libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items() if v)
+    lines = [
+        f"# edgeopt report: {document['recipe']}",
+        "",
+        f"Recipe `{document['recipe_path']}`, run {document['created']} in {document['duration_s']:.1f} s.",
+        "",
+        f"Machine: {machine['cpu']} ({machine['logical_cores']} logical cores; "
+        f"{' '.join(machine['cpu_flags']) or 'no SIMD flags read'}), {machine['memory_gb']} GB; "
+        f"GPU: {', '.join(machine['gpus']) or 'none'}. {libraries}.",
+        "",
+        "## Artifacts",
+        "",
+        "| variant | stage | format | precision | size | nodes | verification | sha256 |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for name, artifact in document["artifacts"].items():
+        facts = artifact["facts"]
+        lines.append(
+            f"| {name} | {artifact['stage']} | {artifact['format']} | {artifact['precision']} | "
+            f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
+            f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
+        )
+    lines += [
+        "",
+        "## Latency and accuracy",
+        "",
+        "Latency per call, in milliseconds; throughput in samples per second. "
+        "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "
+        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model.",
+        "",
+        "| variant | runtime | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | runs | throughput/s | speedup | load s | top-1 | agreement |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in document["rows"]:
+        latency, accuracy = row["latency"], row["accuracy"]
+        speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
+        lines.append(
+            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
+            f"{_ms(latency['p50_ms'])} | {_ms(latency['p90_ms'])} | {_ms(latency['p99_ms'])} | "
+            f"{_ms(latency['mean_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
+            f"{row['load_s']:.3f} | {_pct(accuracy['top1'])} | {_pct(accuracy['agreement_top1'])} |"
+        )
+    if document["skipped"]:
+        lines += ["", "## Not measured", ""]
+        lines += [f"- {s['variant']} on {s['runtime']}: {s['reason']}" for s in document["skipped"]]
+    lines += [
+        "",
+        "Each measurement: warm-up runs, then timed runs until both the minimum count and the "
+        "minimum duration are reached; the clock is perf_counter_ns around one call.",
+        "",
+    ]
+    return "\n".join(lines)

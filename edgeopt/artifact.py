@@ -1,0 +1,164 @@
+"""The Artifact record that travels from stage to stage, and its JSON form on disk.
+
+An artifact is one model file (plus any external data) in a directory of its own,
+described by `artifact.json` beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_JSON = "artifact.json"
+
+
+class Format(StrEnum):
+    TORCH = "torch"
+    ONNX = "onnx"
+    TRT_ENGINE = "trt-engine"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_QDQ = "int8-qdq"
+    INT8_DYNAMIC = "int8-dynamic"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: symbolic dims are strings, dtype is a numpy dtype name."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+
+
+@dataclass(frozen=True)
+class IO:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IO:
+        return cls(
+            tuple(TensorSpec.from_json(t) for t in data["inputs"]),
+            tuple(TensorSpec.from_json(t) for t in data["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output compared with the reference over the probe samples."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    cosine_min: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    reference: str
+    samples: int
+    atol: float
+    rtol: float
+    min_cosine: float
+    outputs: tuple[OutputCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    def worst(self) -> OutputCheck:
+        return max(self.outputs, key=lambda o: o.max_abs)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verification:
+        fields = {k: v for k, v in data.items() if k not in ("outputs", "passed")}
+        return cls(**fields, outputs=tuple(OutputCheck(**o) for o in data["outputs"]))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A built model. `parent` is the sha256 of the artifact it was made from."""
+
+    path: Path
+    format: Format
+    precision: Precision
+    stage: str
+    options: dict[str, Any]
+    parent: str | None
+    io: IO
+    sha256: str = ""
+    verification: Verification | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["path"] = self.path.name
+        data["format"] = str(self.format)
+        data["precision"] = str(self.precision)
+        if self.verification is not None:
+            data["verification"]["passed"] = self.verification.passed
+        return data
+
+    def save(self) -> None:
+        """Write artifact.json beside the model file; it marks the directory complete."""
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True)
+        tmp = self.directory / (ARTIFACT_JSON + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(self.directory / ARTIFACT_JSON)
+
+    @classmethod
+    def load(cls, directory: Path) -> Artifact:
+        data = json.loads((directory / ARTIFACT_JSON).read_text())
+        verification = data.get("verification")
+        return cls(
+            path=directory / data["path"],
+            format=Format(data["format"]),
+            precision=Precision(data["precision"]),
+            stage=data["stage"],
+            options=data["options"],
+            parent=data["parent"],
+            io=IO.from_json(data["io"]),
+            sha256=data["sha256"],
+            verification=Verification.from_json(verification) if verification else None,
+            facts=data.get("facts", {}),
+        )
+
+    def moved_to(self, directory: Path) -> Artifact:
+        return dataclasses.replace(self, path=directory / self.path.name)
+
+
+def directory_sha256(directory: Path) -> str:
+    """Hash every file of an artifact directory (model and external data), not its JSON."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if path.name in (ARTIFACT_JSON, ARTIFACT_JSON + ".tmp"):
+            continue
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_sha256(value: Any) -> str:
+    """sha256 of canonical JSON: the cache key of a stage run."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

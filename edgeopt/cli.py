@@ -1,0 +1,210 @@
+"""The `edgeopt` command line. Exit codes: 0 success, 2 bad input, 1 a bug, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from edgeopt import __version__
+from edgeopt.errors import EdgeoptError, RecipeError
+
+log = logging.getLogger("edgeopt")
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get our one line and exit 2."""
+
+    def error(self, message: str):
+        raise RecipeError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgeopt", description="Prepare trained models for their deployment targets.")
+    parser.add_argument("--version", action="version", version=f"edgeopt {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and results only")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logs, including the libraries'")
+    parser.add_argument("--debug", action="store_true", help="show the traceback behind an error")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    run = verbs.add_parser("run", help="run a recipe: build, verify, benchmark, report")
+    run.add_argument("recipe", type=Path)
+    run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
+
+    export = verbs.add_parser("export", help="export a PyTorch model to a verified ONNX file")
+    export.add_argument("model", help="a built-in model name or package.module:function")
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE:DTYPE",
+        help="e.g. image:batch,3,224,224:float32 (repeat per input)",
+    )
+    export.add_argument("--weights", type=Path, help="state dict for a factory model")
+    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo")
+
+    bench = verbs.add_parser("bench", help="time ONNX files on a runtime with random inputs")
+    bench.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
+    bench.add_argument("--runtime", action="append", dest="runtimes", metavar="ID")
+    bench.add_argument("--batch", action="append", dest="batches", type=int, metavar="N")
+    bench.add_argument("--threads", action="append", dest="threads", type=int, metavar="N")
+    bench.add_argument(
+        "--dim", action="append", default=[], metavar="NAME=SIZE", help="size of a symbolic dim other than the batch"
+    )
+    bench.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS")
+
+    verbs.add_parser("doctor", help="what this machine can run, and why not")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = _parser().parse_args(argv)
+        from edgeopt.log import NORMAL, QUIET, VERBOSE, configure
+
+        configure(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
+        return {"run": _run, "export": _export, "bench": _bench, "doctor": _doctor}[args.verb](args)
+    except EdgeoptError as err:
+        if args is not None and args.debug:
+            import traceback
+
+            traceback.print_exception(err, file=sys.stderr)
+        print(f"edgeopt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(
+            "edgeopt: interrupted; finished artifacts are kept, run the same command again to resume", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+
+
+def _run(args) -> int:
+    from edgeopt.pipeline import run
+    from edgeopt.recipe import load_recipe
+
+    started = time.perf_counter()
+    loaded = load_recipe(args.recipe)
+    output = args.output or (
+        loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
+    )
+    try:
+        result = run(loaded, output, verbose=args.verbose)
+    except EdgeoptError:
+        log.error("FAILED in %.1f s", time.perf_counter() - started)
+        raise
+    _print_rows(result.document["rows"])
+    print(f"report: {output / 'report.md'}")
+    print(f"results: {output / 'results.json'}")
+    log.info("PASSED in %.1f s", time.perf_counter() - started)
+    return EXIT_OK
+
+
+def _print_rows(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="latency (ms per call) and accuracy", title_justify="left")
+    for column in ("variant", "runtime", "batch", "threads", "p50", "p90", "p99", "items/s", "speedup", "top-1"):
+        table.add_column(column, justify="left" if column in ("variant", "runtime") else "right")
+    for row in rows:
+        latency, accuracy = row["latency"], row["accuracy"]
+        table.add_row(
+            row["variant"],
+            row["runtime"],
+            str(row["batch"]),
+            str(row["threads"]),
+            f"{latency['p50_ms']:.3f}",
+            f"{latency['p90_ms']:.3f}",
+            f"{latency['p99_ms']:.3f}",
+            f"{latency['throughput_per_s']:.0f}",
+            "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×",
+            "—" if accuracy["top1"] is None else f"{100 * accuracy['top1']:.2f}%",
+        )
+    Console(width=120).print(table)
+
+
+def parse_input(text: str):
+    """NAME:SHAPE:DTYPE, e.g. image:batch,3,224,224:float32."""
+    from edgeopt.artifact import TensorSpec
+    from edgeopt.recipe import DTYPES
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise RecipeError(f"--input '{text}' is not NAME:SHAPE[:DTYPE] (e.g. image:batch,3,224,224:float32)")
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in DTYPES:
+        raise RecipeError(f"--input '{text}': dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+    dims: list[int | str] = []
+    for dim in parts[1].split(","):
+        if dim.isdigit() and int(dim) > 0:
+            dims.append(int(dim))
+        elif re.fullmatch(r"[A-Za-z_]\w*", dim):
+            dims.append(dim)
+        else:
+            raise RecipeError(f"--input '{text}': dim '{dim}' is neither a positive size nor a name")
+    return TensorSpec(parts[0], tuple(dims), dtype)
+
+
+def _export(args) -> int:
+    from edgeopt.commands import export_command
+
+    inputs = tuple(parse_input(text) for text in args.input)
+    artifact = export_command(args.model, args.output, inputs, args.weights, args.opset, args.exporter)
+    worst = artifact.verification.worst()
+    print(f"{args.output}: verified against PyTorch, max abs {worst.max_abs:.2g}, min cosine {worst.cosine_min:.6f}")
+    return EXIT_OK
+
+
+def _bench(args) -> int:
+    from edgeopt.commands import bench_command
+
+    dims = {}
+    for text in args.dim:
+        name, _, size = text.partition("=")
+        if not size.isdigit() or int(size) < 1:
+            raise RecipeError(f"--dim '{text}' is not NAME=SIZE with a positive size")
+        dims[name] = int(size)
+    rows = bench_command(
+        args.artifacts, args.runtimes or ["ort-cpu"], args.batches or [1], args.threads or [1], dims, args.min_duration
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="latency (ms per call), random inputs", title_justify="left")
+    for column in ("artifact", "runtime", "batch", "threads", "p50", "p90", "p99", "mean", "runs", "items/s"):
+        table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
+    for artifact, runtime_id, threads, stats in rows:
+        table.add_row(
+            artifact,
+            runtime_id,
+            str(stats.batch),
+            str(threads),
+            f"{stats.p50_ms:.3f}",
+            f"{stats.p90_ms:.3f}",
+            f"{stats.p99_ms:.3f}",
+            f"{stats.mean_ms:.3f}",
+            str(stats.runs),
+            f"{stats.throughput_per_s:.0f}",
+        )
+    Console(width=120).print(table)
+    return EXIT_OK
+
+
+def _doctor(args) -> int:
+    from edgeopt.doctor import report
+
+    print("\n".join(report()))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The single-step verbs (`export`, `bench`) outside a recipe run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec
+from edgeopt.context import StageContext
+from edgeopt.errors import (
+    ModelLoadError,
+    RecipeError,
+    RuntimeUnavailable,
+    VerificationError,
+    first_line,
+)
+
+
+def random_feeds(inputs: tuple[TensorSpec, ...], sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs; `sizes` gives each symbolic dim its size."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        missing = [d for d in spec.shape if isinstance(d, str) and d not in sizes]
+        if missing:
+            raise RecipeError(
+                f"input '{spec.name}' has symbolic dim '{missing[0]}'; give its size with --dim {missing[0]}=N"
+            )
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        else:
+            feeds[spec.name] = rng.integers(0, 100, shape).astype(dtype)
+    return feeds
+
+
+def probe_sizes(inputs: tuple[TensorSpec, ...]) -> dict[str, int]:
+    """Distinct small sizes per symbolic dim (2, 3, 5, ...), so the exporter cannot confuse them."""
+    primes = iter((2, 3, 5, 7, 11, 13, 17, 19, 23, 29))
+    sizes: dict[str, int] = {}
+    for spec in inputs:
+        for dim in spec.shape:
+            if isinstance(dim, str) and dim not in sizes:
+                sizes[dim] = next(primes)
+    return sizes
+
+
+def export_command(
+    model: str, output: Path, inputs: tuple[TensorSpec, ...], weights: Path | None, opset: int, exporter: str
+) -> Artifact:
+    """Export a built-in or factory model to `output`, verified; nothing is written on failure."""
+    from edgeopt.models import BUILTIN_MODELS, builtin_dataset, load_factory, train_builtin
+    from exporter.torch_export import ExportOnnxOptions, export_onnx
+    from exporter.verify import describe_failures
+
+    if weights is not None and not weights.is_file():
+        raise ModelLoadError(f"{weights}: file not found")
+    if not output.parent.is_dir():
+        raise RecipeError(f"{output}: folder {output.parent} does not exist")
+    try:
+        options = ExportOnnxOptions(opset=opset, exporter=exporter)
+    except ValueError as err:
+        raise RecipeError(f"--opset {opset}: {first_line(err).removeprefix('Value error, ')}") from err
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+        source_dir, export_dir = Path(scratch, "source"), Path(scratch, "export")
+        source_dir.mkdir()
+        export_dir.mkdir()
+        if model in BUILTIN_MODELS:
+            spec = BUILTIN_MODELS[model]
+            dataset = builtin_dataset(spec.dataset)
+            context = StageContext(source_dir, dataset.probe())
+            source = train_builtin(model, inputs or spec.inputs, spec.outputs, dataset, context)
+        elif ":" in model:
+            if not inputs:
+                raise RecipeError(f"{model}: a factory model needs --input NAME:SHAPE:DTYPE for each input")
+            context = StageContext(source_dir, random_feeds(inputs, probe_sizes(inputs)))
+            source = load_factory(model, {}, weights, Path.cwd(), inputs, None, context)
+        else:
+            raise RecipeError(
+                f"model '{model}' is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor package.module:function"
+            )
+        exported = export_onnx(source, options, StageContext(export_dir, context.probe))
+        if not exported.verification.passed:
+            raise VerificationError(
+                f"{output}: not written: the export differs from PyTorch: {describe_failures(exported.verification)}"
+            )
+        for produced in sorted(export_dir.iterdir()):
+            target = output if produced.name == "model.onnx" else output.parent / produced.name
+            os.replace(produced, target)
+    return exported.moved_to(output.parent) if output.name == "model.onnx" else _renamed(exported, output)
+
+
+def _renamed(artifact: Artifact, output: Path) -> Artifact:
+    import dataclasses
+
+    return dataclasses.replace(artifact, path=output)
+
+
+def open_artifact(path: Path) -> Artifact:
+    """An artifact directory (with artifact.json) or a bare .onnx file."""
+    if path.is_dir() and (path / ARTIFACT_JSON).is_file():
+        return Artifact.load(path)
+    if path.is_file() and path.suffix == ".onnx":
+        import onnx
+
+        from exporter.onnx_facts import graph_io
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as err:  # DecodeError and friends for files that are not ONNX
+            raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+        return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, graph_io(model))
+    if not path.exists():
+        raise ModelLoadError(f"{path}: not found")
+    raise ModelLoadError(f"{path}: not an .onnx file or an artifact directory")
+
+
+def bench_command(
+    paths: list[Path],
+    runtime_ids: list[str],
+    batches: list[int],
+    threads: list[int],
+    dims: dict[str, int],
+    min_duration_s: float,
+):
+    """Time each artifact on each runtime that runs its format, with seeded random inputs."""
+    from bench.latency import LatencySettings, measure_latency
+    from runtimes import RUNTIMES, load, probe
+    from runtimes.base import SessionOptions
+
+    for value, flag in [(b, "--batch") for b in batches] + [(t, "--threads") for t in threads]:
+        if value < 1:
+            raise RecipeError(f"{flag} {value}: must be a positive number")
+    unknown = [r for r in runtime_ids if r not in RUNTIMES]
+    if unknown:
+        usable = [r for r in RUNTIMES if probe(r).ok]
+        raise RuntimeUnavailable(
+            f"runtime '{unknown[0]}' is not one of {', '.join(RUNTIMES)} (usable here: {', '.join(usable)})"
+        )
+    artifacts = [(path, open_artifact(path)) for path in paths]
+    settings = LatencySettings(min_duration_s=min_duration_s)
+    rows = []
+    for path, artifact in artifacts:
+        runtimes = [r for r in runtime_ids if RUNTIMES[r].format == artifact.format]
+        if not runtimes:
+            raise RuntimeUnavailable(f"{path}: none of {', '.join(runtime_ids)} runs a {artifact.format} artifact")
+        for runtime_id in runtimes:
+            for count in threads:
+                with load(runtime_id, artifact, SessionOptions(threads=count)) as session:
+                    for batch in batches:
+                        batch_dim = session.inputs[0].shape[0]
+                        sizes = {**dims, **({batch_dim: batch} if isinstance(batch_dim, str) else {})}
+                        stats = measure_latency(session, random_feeds(session.inputs, sizes), settings)
+                        rows.append((path.name, runtime_id, count, stats))
+    return rows

@@ -1,0 +1,29 @@
+"""What a stage gets besides its input artifact and options."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """out_dir: where the stage writes its files (renamed into place by the store).
+    probe: held-out real samples, one array per model input, to verify the output on.
+    """
+
+    out_dir: Path
+    probe: dict[str, np.ndarray]
+    verbose: bool = False
+
+    def fingerprint(self) -> str:
+        """Part of the cache key: a stage verified on other samples is another result."""
+        digest = hashlib.sha256()
+        for name in sorted(self.probe):
+            array = np.ascontiguousarray(self.probe[name])
+            digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()

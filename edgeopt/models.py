@@ -1,0 +1,214 @@
+"""The root of every run: a model source turned into the first artifact.
+
+Sources: a built-in model (trained here on its bundled dataset), a
+`package.module:function` factory with an optional state dict, or an ONNX file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeopt.artifact import IO, Artifact, Format, Precision, TensorSpec
+from edgeopt.context import StageContext
+from edgeopt.data import Dataset
+from edgeopt.errors import ModelLoadError, first_line
+
+log = logging.getLogger(__name__)
+
+LOAD_MODEL_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    factory: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[str, ...]
+    dataset: str
+    epochs: int
+    description: str
+
+
+BUILTIN_MODELS = {
+    "digits-cnn": BuiltinModel(
+        factory="edgeopt.demo.digits:DigitsCNN",
+        inputs=(TensorSpec("image", ("batch", 1, 8, 8), "float32"),),
+        outputs=("logits",),
+        dataset="digits",
+        epochs=20,
+        description="a small CNN trained in seconds on scikit-learn's bundled handwritten digits",
+    ),
+}
+
+BUILTIN_DATASETS = ("digits",)
+
+# Above this many weight bytes a model keeps them in an external-data file (protobuf's 2 GB limit).
+EXTERNAL_DATA_BYTES = 1_500_000_000
+
+
+def builtin_dataset(name: str) -> Dataset:
+    from edgeopt.demo.digits import load_digits_dataset
+
+    return {"digits": load_digits_dataset}[name]()
+
+
+def train_builtin(name: str, inputs, outputs, dataset, context: StageContext, on_epoch=None) -> Artifact:
+    """Train a built-in model on its dataset's train split and save its state dict."""
+    import torch
+
+    from edgeopt.demo.digits import train_classifier
+    from edgeopt.factory import resolve_factory
+
+    spec = BUILTIN_MODELS[name]
+    torch.manual_seed(0)
+    module = resolve_factory(spec.factory)()
+    train_classifier(module, dataset.train, epochs=spec.epochs, seed=0, on_epoch=on_epoch)
+    return _save_module(
+        module, spec.factory, {}, None, inputs, outputs, context, {"builtin": name, "epochs": spec.epochs}
+    )
+
+
+def load_factory(
+    reference: str, kwargs: dict, weights: Path | None, search_dir: Path, inputs, outputs, context: StageContext
+) -> Artifact:
+    """Build the factory's module and load its state dict (tensors only, never pickled objects)."""
+    import torch
+
+    from edgeopt.factory import resolve_factory
+
+    factory = resolve_factory(reference, search_dir)
+    torch.manual_seed(0)
+    try:
+        module = factory(**kwargs)
+    except TypeError as err:
+        raise ModelLoadError(f"factory '{reference}' rejected its kwargs {kwargs}: {err}") from err
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"factory '{reference}' returned {type(module).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError for pickled objects, RuntimeError for corrupt zips
+            raise ModelLoadError(
+                f"{weights}: not a loadable state dict (only tensors are accepted): {first_line(err)}"
+            ) from err
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{weights}: holds a {type(state).__name__}, expected a state dict")
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ModelLoadError(f"{weights}: does not fit factory '{reference}': {first_line(err)}") from err
+    options = {"factory": reference, "kwargs": kwargs, "weights": str(weights) if weights else None}
+    return _save_module(module.eval(), reference, kwargs, search_dir, inputs, outputs, context, options)
+
+
+def _save_module(
+    module,
+    factory: str,
+    kwargs: dict,
+    search_dir: Path | None,
+    inputs,
+    output_names,
+    context: StageContext,
+    options: dict,
+) -> Artifact:
+    import torch
+
+    from runtimes.torch_eager import output_specs
+
+    module.eval()
+    batch_dim = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], str) else None
+    example = [torch.from_numpy(context.probe[spec.name]) for spec in inputs]
+    try:
+        with torch.inference_mode():
+            outputs = module(*example)
+    except Exception as err:  # the user's forward() can raise anything on a shape mismatch
+        raise ModelLoadError(
+            f"model '{factory}' fails on the sample inputs {[tuple(e.shape) for e in example]}: {first_line(err)}"
+        ) from err
+    path = context.out_dir / WEIGHTS_FILE
+    torch.save(module.state_dict(), path)
+    facts = {
+        "factory": factory,
+        "factory_kwargs": kwargs,
+        "factory_dir": str(search_dir) if search_dir else None,
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "size_bytes": path.stat().st_size,
+    }
+    return Artifact(
+        path=path,
+        format=Format.TORCH,
+        precision=Precision.FP32,
+        stage="load_model",
+        options=options,
+        parent=None,
+        io=IO(tuple(inputs), output_specs(outputs, list(output_names) if output_names else None, batch_dim)),
+        facts=facts,
+    )
+
+
+def copy_onnx(source: Path, context: StageContext) -> Artifact:
+    """Check an ONNX file and save a copy (external data included) into the store."""
+    import onnx
+
+    from exporter.onnx_facts import graph_io, model_facts
+
+    try:
+        onnx.checker.check_model(str(source))
+        model = onnx.load(str(source))
+    except Exception as err:  # onnx raises ValidationError, DecodeError, OSError...
+        raise ModelLoadError(f"{source}: not a valid ONNX model: {first_line(err)}") from err
+    path = context.out_dir / "model.onnx"
+    tensor_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=tensor_bytes > EXTERNAL_DATA_BYTES,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+    )
+    saved = onnx.load(str(path), load_external_data=False)
+    return Artifact(
+        path=path,
+        format=Format.ONNX,
+        precision=Precision.FP32,
+        stage="load_model",
+        options={"onnx": str(source)},
+        parent=None,
+        io=graph_io(saved),
+        facts=model_facts(saved, path),
+    )
+
+
+def onnx_source_sha256(path: Path) -> str:
+    """Hash an ONNX file and the external-data files it names, refusing any outside its folder."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    digest = hashlib.sha256(file_sha256(path).encode())
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # DecodeError and friends for truncated or foreign files
+        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+    folder = path.parent.resolve()
+    locations = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
+    for location in locations:
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelLoadError(
+                f"{path}: external data '{location}' points outside the model's folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"{path}: external data file '{location}' is missing")
+        digest.update(location.encode() + file_sha256(target).encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,281 @@
+"""The pipeline: recipe → source artifact → variants → benchmarks → results.json and report.md.
+
+Every stage output is cached under the hash of (input artifact, stage, version,
+options, probe samples), so a re-run rebuilds nothing and a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.accuracy import predict, score
+from bench.latency import LatencySettings, measure_latency
+from bench.machine import fingerprint
+from bench.report.markdown import render
+from bench.results import Row, results_document, write_atomic, write_results
+from edgeopt import log as progress_log
+from edgeopt.artifact import Artifact, TensorSpec
+from edgeopt.context import StageContext
+from edgeopt.data import Dataset, Split, load_npz
+from edgeopt.errors import ModelLoadError, RecipeError, VerificationError, first_line
+from edgeopt.models import (
+    BUILTIN_MODELS,
+    LOAD_MODEL_VERSION,
+    builtin_dataset,
+    copy_onnx,
+    file_sha256,
+    load_factory,
+    onnx_source_sha256,
+    train_builtin,
+)
+from edgeopt.recipe import LoadedRecipe
+from edgeopt.stages import STAGES
+from edgeopt.store import Store, stage_key
+from exporter.verify import describe_failures
+from runtimes import RUNTIMES, load, probe
+from runtimes.base import SessionOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output_dir: Path
+    document: dict
+
+
+def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunResult:
+    """Build every variant of the recipe, benchmark each on its runtimes, write the report."""
+    started = time.perf_counter()
+    recipe = loaded.recipe
+    store = Store(output_dir)
+    inputs = _input_specs(loaded)
+    dataset = _dataset(loaded, inputs)
+    probe_feeds = dataset.probe()
+    total = 1 + len(loaded.order)
+
+    artifacts: dict[str, Artifact] = {"model": _source(loaded, store, inputs, dataset, probe_feeds, verbose, total)}
+    for position, name in enumerate(loaded.order, start=2):
+        variant = recipe.variants[name]
+        stage = STAGES[variant.stage]
+        parent = artifacts[variant.from_]
+        if parent.format != stage.accepts:
+            raise RecipeError(
+                f"{loaded.path}: variants.{name}: stage {variant.stage} takes a {stage.accepts} model, but '{variant.from_}' is {parent.format}"
+            )
+        options = loaded.options[name]
+        context = StageContext(store.root, probe_feeds, verbose)
+        key = stage_key(
+            parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), context.fingerprint()
+        )
+        began = time.perf_counter()
+        artifact = store.get(key)
+        cached = artifact is not None
+        if artifact is None:
+            artifact = store.build(
+                key,
+                lambda out_dir, p=parent, o=options, s=stage, c=context: s.function(
+                    p, o, StageContext(out_dir, c.probe, c.verbose)
+                ),
+            )
+        _log_stage(position, total, variant.stage, name, artifact, None if cached else time.perf_counter() - began)
+        if artifact.verification is not None and not artifact.verification.passed:
+            raise VerificationError(
+                f"variants.{name}: {variant.stage} output differs from its reference: {describe_failures(artifact.verification)}"
+            )
+        artifacts[name] = artifact
+
+    rows, skipped = _benchmark(loaded, artifacts, dataset)
+    document = results_document(
+        recipe=recipe.name,
+        recipe_path=str(loaded.path),
+        machine=fingerprint(),
+        artifacts=artifacts,
+        rows=rows,
+        skipped=skipped,
+        duration_s=time.perf_counter() - started,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_results(output_dir / "results.json", document)
+    write_atomic(output_dir / "report.md", render(document))
+    return RunResult(output_dir, document)
+
+
+def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
+    recipe = loaded.recipe
+    if recipe.inputs is not None:
+        return tuple(TensorSpec(i.name, tuple(i.shape), i.dtype) for i in recipe.inputs)
+    if recipe.model.builtin is not None:
+        return BUILTIN_MODELS[recipe.model.builtin].inputs
+    import onnx
+
+    from exporter.onnx_facts import graph_io
+
+    path = loaded.resolve(recipe.model.onnx)
+    try:
+        return graph_io(onnx.load(str(path), load_external_data=False)).inputs
+    except Exception as err:  # DecodeError and friends for files that are not ONNX
+        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+
+
+def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:
+    data = loaded.recipe.data
+    if data is None:
+        return builtin_dataset(BUILTIN_MODELS[loaded.recipe.model.builtin].dataset)
+    if data.builtin is not None:
+        dataset = builtin_dataset(data.builtin)
+        expected = {spec.name for spec in inputs}
+        if set(dataset.test.inputs) != expected:
+            raise RecipeError(
+                f"{loaded.path}: data.builtin '{data.builtin}' provides {', '.join(dataset.test.inputs)}, the model takes {', '.join(sorted(expected))}"
+            )
+        return dataset
+    return load_npz(loaded.resolve(data.npz), inputs)
+
+
+def _source(
+    loaded: LoadedRecipe, store: Store, inputs, dataset: Dataset, probe_feeds, verbose: bool, total: int
+) -> Artifact:
+    """The root artifact: a trained built-in, a factory's module, or a copied ONNX file."""
+    source = loaded.recipe.model
+    context = StageContext(store.root, probe_feeds, verbose)
+    if source.builtin is not None:
+        spec = BUILTIN_MODELS[source.builtin]
+        options = {"builtin": source.builtin, "epochs": spec.epochs}
+        outputs = spec.outputs
+
+        def make(out_dir: Path) -> Artifact:
+            with progress_log.progress(f"training {source.builtin}", spec.epochs) as advance:
+                return train_builtin(source.builtin, inputs, outputs, dataset, _at(context, out_dir), on_epoch=advance)
+
+        label = source.builtin
+    elif source.factory is not None:
+        weights = loaded.resolve(source.weights) if source.weights else None
+        options = {
+            "factory": source.factory,
+            "kwargs": source.kwargs,
+            "weights_sha256": file_sha256(weights) if weights else None,
+            "inputs": [spec.__dict__ for spec in inputs],
+            "outputs": loaded.recipe.outputs,
+        }
+
+        def make(out_dir: Path) -> Artifact:
+            return load_factory(
+                source.factory,
+                source.kwargs,
+                weights,
+                loaded.path.parent,
+                inputs,
+                loaded.recipe.outputs,
+                _at(context, out_dir),
+            )
+
+        label = source.factory
+    else:
+        path = loaded.resolve(source.onnx)
+        options = {"onnx_sha256": onnx_source_sha256(path)}
+
+        def make(out_dir: Path) -> Artifact:
+            return copy_onnx(path, _at(context, out_dir))
+
+        label = path.name
+    key = stage_key(None, "load_model", LOAD_MODEL_VERSION, options, context.fingerprint())
+    began = time.perf_counter()
+    artifact = store.get(key)
+    cached = artifact is not None
+    if artifact is None:
+        artifact = store.build(key, make)
+    _log_stage(1, total, "load_model", label, artifact, None if cached else time.perf_counter() - began)
+    return artifact
+
+
+def _at(context: StageContext, out_dir: Path) -> StageContext:
+    return StageContext(out_dir, context.probe, context.verbose)
+
+
+def _log_stage(position: int, total: int, stage: str, name: str, artifact: Artifact, seconds: float | None) -> None:
+    figures = [f"{artifact.facts.get('size_bytes', 0) / 1e6:.2f} MB"]
+    if artifact.verification is not None:
+        worst = artifact.verification.worst()
+        verdict = "verified" if artifact.verification.passed else "FAILED"
+        figures.append(f"{verdict} max_abs {worst.max_abs:.2g} cosine {worst.cosine_min:.6f}")
+    took = "cached" if seconds is None else f"{seconds:.1f} s"
+    log.info("[%d/%d] %-12s %-14s %-8s %s", position, total, stage, name, took, "  ".join(figures))
+
+
+def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset) -> tuple[list[Row], list[dict]]:
+    """Every artifact on every runtime of the recipe that runs its format."""
+    settings = loaded.recipe.bench
+    latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
+    plan, skipped = [], []
+    for name, artifact in artifacts.items():
+        for runtime_id in loaded.recipe.runtimes:
+            if RUNTIMES[runtime_id].format != artifact.format:
+                continue
+            availability = probe(runtime_id)
+            if not availability.ok:
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": availability.reason})
+                log.warning("%s: not measured on %s: %s", name, runtime_id, availability.reason)
+                continue
+            plan.append((name, runtime_id))
+    measurements = len(plan) * len(settings.threads) * len(settings.batch_sizes)
+    log.info("bench: %d measurements (%d artifact × runtime pairs)", measurements, len(plan))
+    rows: list[Row] = []
+    reference: dict | None = None
+    with progress_log.progress("benchmarking", measurements) as advance:
+        for name, runtime_id in plan:
+            artifact = artifacts[name]
+            accuracy = None
+            for threads in sorted(settings.threads, reverse=True):
+                began = time.perf_counter()
+                with load(runtime_id, artifact, SessionOptions(threads=threads)) as session:
+                    load_s = time.perf_counter() - began
+                    if accuracy is None:
+                        outputs = predict(session, dataset.test, _eval_batch(artifact, settings.accuracy_batch_size))
+                        if reference is None:
+                            reference = outputs
+                        accuracy = score(outputs, dataset.test.labels, reference)
+                    for batch in settings.batch_sizes:
+                        fixed = artifact.io.inputs[0].shape[0]
+                        if isinstance(fixed, int) and fixed != batch:
+                            skipped.append(
+                                {
+                                    "variant": name,
+                                    "runtime": runtime_id,
+                                    "reason": f"batch {batch}: the model's batch dim is fixed at {fixed}",
+                                }
+                            )
+                            advance()
+                            continue
+                        stats = measure_latency(session, _batch(dataset.test, batch), latency)
+                        rows.append(
+                            Row(name, runtime_id, str(artifact.precision), batch, threads, load_s, stats, accuracy)
+                        )
+                        log.debug(
+                            "%s on %s, batch %d, %d threads: p50 %.3f ms",
+                            name,
+                            runtime_id,
+                            batch,
+                            threads,
+                            stats.p50_ms,
+                        )
+                        advance()
+    rows.sort(key=lambda r: (r.batch, r.threads, list(artifacts).index(r.variant), r.runtime))
+    return rows, skipped
+
+
+def _eval_batch(artifact: Artifact, preferred: int) -> int:
+    fixed = artifact.io.inputs[0].shape[0]
+    return fixed if isinstance(fixed, int) else preferred
+
+
+def _batch(split: Split, size: int) -> dict:
+    """The first `size` held-out samples, repeated if the split is smaller."""
+    import numpy as np
+
+    index = np.arange(size) % len(split)
+    return {name: np.ascontiguousarray(array[index]) for name, array in split.inputs.items()}

@@ -1,0 +1,252 @@
+"""The recipe: a YAML file validated against this schema before any stage runs.
+
+Relative paths in a recipe are relative to the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from edgeopt.errors import RecipeError
+
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Dim = PositiveInt | Annotated[str, Field(pattern=_IDENTIFIER)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ModelSource(_Strict):
+    builtin: str | None = Field(None, description="a built-in model: digits-cnn")
+    factory: str | None = Field(
+        None, description="package.module:function returning a torch.nn.Module, looked up beside the recipe first"
+    )
+    kwargs: dict[str, Any] = Field({}, description="keyword arguments for the factory")
+    weights: Path | None = Field(
+        None, description="a state-dict file for the factory's module, loaded with weights_only=True"
+    )
+    onnx: Path | None = Field(None, description="an ONNX file")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        from edgeopt.models import BUILTIN_MODELS
+
+        given = [k for k in ("builtin", "factory", "onnx") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of builtin, factory, onnx (got {', '.join(given) or 'none'})")
+        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
+            raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join(BUILTIN_MODELS)}")
+        if self.factory is None and (self.weights is not None or self.kwargs):
+            raise ValueError("weights and kwargs go with factory only")
+        if self.factory is not None and not re.match(r"^[\w.]+:\w+$", self.factory):
+            raise ValueError(f"factory '{self.factory}' is not of the form package.module:function")
+        return self
+
+
+class InputSpec(_Strict):
+    name: str = Field(description="the input's name in the exported graph")
+    shape: list[Dim] = Field(min_length=1, description="dims; a name such as batch or sequence marks a symbolic dim")
+    dtype: Literal[DTYPES] = Field("float32", description="numpy dtype name")
+
+
+class DataSource(_Strict):
+    builtin: str | None = Field(None, description="a built-in dataset: digits")
+    npz: Path | None = Field(None, description="an .npz with one array per input and optional labels")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        from edgeopt.models import BUILTIN_DATASETS
+
+        if (self.builtin is None) == (self.npz is None):
+            raise ValueError("give exactly one of builtin, npz")
+        if self.builtin is not None and self.builtin not in BUILTIN_DATASETS:
+            raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join(BUILTIN_DATASETS)}")
+        return self
+
+
+class Variant(_Strict):
+    stage: str = Field(description="the stage that makes this variant")
+    from_: str = Field("model", alias="from", description="the variant it is made from; 'model' is the source model")
+    options: dict[str, Any] = Field({}, description="the stage's options (see edgeopt recipe --schema)")
+
+
+class BenchSettings(_Strict):
+    batch_sizes: list[PositiveInt] = Field([1], min_length=1, description="batch sizes to time")
+    threads: list[PositiveInt] = Field([1], min_length=1, description="intra-op thread counts to time")
+    warmup_runs: int = Field(10, ge=0, description="untimed runs before timing")
+    min_runs: PositiveInt = Field(20, description="timed runs at least")
+    min_duration_s: float = Field(1.0, ge=0, description="timed seconds at least")
+    accuracy_batch_size: PositiveInt = Field(64, description="batch size for the accuracy pass")
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
+    model: ModelSource
+    inputs: list[InputSpec] | None = Field(
+        None, description="required for factory models; built-in and ONNX models declare their own"
+    )
+    outputs: list[str] | None = Field(None, description="output names for a factory model")
+    data: DataSource | None = Field(None, description="held-out samples; a built-in model defaults to its own dataset")
+    variants: dict[str, Variant] = Field({}, description="artifacts to build, each one stage applied to a parent")
+    runtimes: list[str] = Field(["torch-cpu", "ort-cpu"], min_length=1, description="runtime ids to benchmark on")
+    bench: BenchSettings = BenchSettings()
+    output: Path | None = Field(None, description="run directory (default: runs/<name> in the current folder)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        from edgeopt.stages import STAGES
+        from runtimes import RUNTIMES
+
+        if self.model.factory is not None and self.inputs is None:
+            raise ValueError("a factory model needs inputs (name, shape, dtype for each)")
+        if self.model.factory is None and self.outputs is not None:
+            raise ValueError("outputs go with a factory model only")
+        if self.model.builtin is None and self.data is None:
+            raise ValueError("data is required (a built-in dataset or an .npz)")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"runtime '{unknown[0]}' is not one of {', '.join(RUNTIMES)}")
+        for name, variant in self.variants.items():
+            if name == "model":
+                raise ValueError("'model' names the source model; pick another variant name")
+            if variant.stage not in STAGES:
+                raise ValueError(f"variants.{name}: stage '{variant.stage}' is not one of {', '.join(STAGES)}")
+            if variant.from_ != "model" and variant.from_ not in self.variants:
+                raise ValueError(f"variants.{name}: from '{variant.from_}' names no variant")
+        build_order(self.variants)
+        return self
+
+
+def build_order(variants: dict[str, Variant]) -> tuple[str, ...]:
+    """Variants ordered so each comes after its parent; a cycle is an error."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == "done" or name == "model":
+            return
+        if state.get(name) == "visiting":
+            raise ValueError(f"variants form a cycle: {' → '.join((*trail, name))}")
+        state[name] = "visiting"
+        visit(variants[name].from_, (*trail, name))
+        state[name] = "done"
+        order.append(name)
+
+    for name in variants:
+        visit(name, ())
+    return tuple(order)
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    """A validated recipe, where it came from, and each variant's parsed stage options."""
+
+    recipe: Recipe
+    path: Path
+    options: dict[str, BaseModel]
+    order: tuple[str, ...]
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.path.parent / path).resolve()
+
+
+def load_recipe(path: Path) -> LoadedRecipe:
+    """Read and validate a recipe; every problem found is reported in one line."""
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from err
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not a text file ({err.reason})") from err
+    return validate_recipe(data, path)
+
+
+def validate_recipe(data: Any, path: Path) -> LoadedRecipe:
+    from edgeopt.stages import STAGES
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys (name, model, ...), got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(f"{path}: {describe(err, Recipe)}") from err
+    options: dict[str, BaseModel] = {}
+    problems = []
+    for name, variant in recipe.variants.items():
+        stage = STAGES[variant.stage]
+        try:
+            options[name] = stage.options.model_validate(variant.options)
+        except ValidationError as err:
+            problems.append(describe(err, stage.options, prefix=("variants", name, "options")))
+    loaded = LoadedRecipe(recipe, path, options, build_order(recipe.variants))
+    for key, file in (
+        ("model.weights", recipe.model.weights),
+        ("model.onnx", recipe.model.onnx),
+        ("data.npz", recipe.data and recipe.data.npz),
+    ):
+        if file is not None and not loaded.resolve(file).is_file():
+            problems.append(f"{key}: file not found: {loaded.resolve(file)}")
+    if problems:
+        raise RecipeError(f"{path}: {'; '.join(problems)}")
+    return loaded
+
+
+def describe(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:
+    """Pydantic's errors as one line: each key, what is wrong, and the value given."""
+    parts = []
+    for error in err.errors():
+        location = (*prefix, *error["loc"])
+        key = ".".join(str(p) for p in location) or "recipe"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, error["loc"][:-1])
+            hint = f" (expected one of {', '.join(allowed)})" if allowed else ""
+            parts.append(f"{key}: unknown key{hint}")
+        elif error["type"] == "missing":
+            parts.append(f"{key}: missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+            parts.append(f"{key}: {message}{shown}")
+    return "; ".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:
+    """Walk the schema to the model at `location` and list its keys."""
+    current: Any = model
+    for part in location:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return []
+            current = field.annotation
+        elif isinstance(part, (int, str)):
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional[...] down to the one non-None type."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation

@@ -1,0 +1,28 @@
+"""The stage table: name → (function, options class, version). Explicit, no registration magic.
+
+A stage is `function(artifact, options, context) -> Artifact`. Bumping `version`
+invalidates cached outputs of older code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from exporter.torch_export import ExportOnnxOptions, export_onnx
+
+
+@dataclass(frozen=True)
+class Stage:
+    function: Callable
+    options: type[BaseModel]
+    version: int
+    accepts: str
+    description: str
+
+
+STAGES: dict[str, Stage] = {
+    "export_onnx": Stage(export_onnx, ExportOnnxOptions, 1, "torch", "PyTorch → ONNX, verified against PyTorch"),
+}

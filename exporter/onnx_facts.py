@@ -1,0 +1,48 @@
+"""Facts read off an ONNX file: its inputs and outputs, node and parameter counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from edgeopt.artifact import IO, TensorSpec
+
+
+def tensor_specs(values) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor_type.shape.dim)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        specs.append(TensorSpec(value.name, dims, dtype))
+    return tuple(specs)
+
+
+def graph_io(model: onnx.ModelProto) -> IO:
+    """Graph inputs that are not initializers (older exports list weights as inputs)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    return IO(tensor_specs(inputs), tensor_specs(model.graph.output))
+
+
+def model_facts(model: onnx.ModelProto, path: Path) -> dict:
+    """Numbers recorded on an ONNX artifact and shown in the report."""
+    size_bytes = sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file() and p.name != "artifact.json")
+    parameters = sum(int(_numel(t.dims)) for t in model.graph.initializer)
+    return {
+        "size_bytes": size_bytes,
+        "node_count": len(model.graph.node),
+        "op_histogram": dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
+        "parameters": parameters,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+    }
+
+
+def _numel(dims) -> int:
+    count = 1
+    for d in dims:
+        count *= d
+    return count

@@ -1,0 +1,167 @@
+"""The `export_onnx` stage: torch artifact → verified ONNX artifact.
+
+Dynamic axes come from the symbolic dims of the model's inputs (`batch`, `sequence`, ...);
+the export is checked by the ONNX checker and then run on ONNX Runtime against the
+PyTorch model on held-out samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import warnings
+from enum import StrEnum
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgeopt.artifact import IO, Artifact, Format, Precision
+from edgeopt.context import StageContext
+from edgeopt.errors import ExportError, first_line
+from edgeopt.models import EXTERNAL_DATA_BYTES
+from exporter.verify import Tolerance, compare_outputs
+
+log = logging.getLogger(__name__)
+
+
+class Exporter(StrEnum):
+    DYNAMO = "dynamo"
+    TORCHSCRIPT = "torchscript"
+
+
+class ExportOnnxOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    opset: int = Field(18, description="ONNX opset to export to")
+    exporter: Exporter = Field(
+        Exporter.DYNAMO,
+        description="dynamo (torch.export based, torch's default) or torchscript (the tracing exporter)",
+    )
+    tolerance: Tolerance = Field(Tolerance(), description="how close the export's outputs must be to PyTorch's")
+
+    @field_validator("opset")
+    @classmethod
+    def _known_opset(cls, opset: int) -> int:
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+        if not 9 <= opset <= newest:
+            raise ValueError(f"opset {opset} is outside 9..{newest}")
+        return opset
+
+
+def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageContext) -> Artifact:
+    """Export a torch artifact to `model.onnx` in `context.out_dir` and verify it."""
+    import onnx
+    import torch
+
+    from exporter.onnx_facts import graph_io, model_facts
+    from runtimes import load
+    from runtimes.base import SessionOptions
+    from runtimes.torch_eager import build_module
+
+    module = build_module(artifact)
+    specs = artifact.io.inputs
+    example = tuple(torch.from_numpy(np.ascontiguousarray(context.probe[s.name])) for s in specs)
+    path = context.out_dir / "model.onnx"
+    parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    try:
+        _run_exporter(
+            module, example, artifact.io, options, str(path), parameter_bytes > EXTERNAL_DATA_BYTES, context.verbose
+        )
+        onnx.checker.check_model(str(path))
+    except (ExportError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # torch and onnx raise many unrelated types here
+        other = "torchscript" if options.exporter is Exporter.DYNAMO else "dynamo"
+        raise ExportError(
+            f"export to ONNX ({options.exporter}) failed: {first_line(err)} (try exporter: {other})"
+        ) from err
+
+    model = onnx.load(str(path), load_external_data=False)
+    onnx_io = graph_io(model)
+    exported = Artifact(
+        path=path,
+        format=Format.ONNX,
+        precision=Precision.FP32,
+        stage="export_onnx",
+        options=options.model_dump(mode="json"),
+        parent=artifact.sha256,
+        io=onnx_io,
+        facts={**model_facts(model, path), "exporter": str(options.exporter)},
+    )
+    with (
+        load("torch-cpu", artifact) as reference,
+        load("ort-cpu", exported, SessionOptions(verbose=context.verbose)) as candidate,
+    ):
+        expected = reference.run(context.probe)
+        actual = candidate.run(context.probe)
+    verification = compare_outputs(expected, actual, options.tolerance, reference_name=f"torch {artifact.sha256[:12]}")
+    return dataclasses.replace(exported, verification=verification)
+
+
+def _run_exporter(
+    module, example, model_io: IO, options: ExportOnnxOptions, path: str, external: bool, verbose: bool
+) -> None:
+    import torch
+
+    input_names = [s.name for s in model_io.inputs]
+    output_names = [s.name for s in model_io.outputs]
+    quiet = contextlib.nullcontext() if verbose else _silenced()
+    with quiet, warnings.catch_warnings():
+        warnings.simplefilter("default" if verbose else "ignore")
+        if options.exporter is Exporter.DYNAMO:
+            dims: dict[str, object] = {}
+            dynamic_shapes = tuple(
+                {
+                    axis: dims.setdefault(d, torch.export.Dim(d, min=1))
+                    for axis, d in enumerate(s.shape)
+                    if isinstance(d, str)
+                }
+                for s in model_io.inputs
+            )
+            torch.onnx.export(
+                module,
+                example,
+                path,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=options.opset,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                external_data=external,
+                verbose=verbose,
+            )
+        else:
+            dynamic_axes = {
+                spec.name: {axis: d for axis, d in enumerate(spec.shape) if isinstance(d, str)}
+                for spec in (*model_io.inputs, *model_io.outputs)
+            }
+            torch.onnx.export(
+                module,
+                example,
+                path,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=options.opset,
+                dynamo=False,
+                dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
+            )
+
+
+@contextlib.contextmanager
+def _silenced():
+    """The exporter prints progress and warns about optional torchvision ops; keep that below -v.
+
+    torch configures its own loggers when it is imported, so the level is set here, not in log.py.
+    """
+    torch_onnx = logging.getLogger("torch.onnx")
+    level = torch_onnx.level
+    torch_onnx.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        torch_onnx.setLevel(level)

@@ -1,0 +1,95 @@
+"""ONNX Runtime sessions on the CPU, CUDA and TensorRT execution providers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+
+import numpy as np
+
+from edgeopt.artifact import Artifact, Format, TensorSpec
+from edgeopt.errors import ModelLoadError, RuntimeUnavailable, first_line
+from runtimes.base import Availability, SessionBase, SessionOptions
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def probe(device: str) -> Availability:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return Availability(False, "onnxruntime: not installed")
+    import onnxruntime as ort
+
+    provider = PROVIDERS[device]
+    if provider in ort.get_available_providers():
+        return Availability(True, f"onnxruntime {ort.__version__} with {provider}")
+    package = "onnxruntime"
+    for name in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            package = f"{name} {importlib.metadata.version(name)}"
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return Availability(False, f"{package} has no {provider} (install edgeopt[gpu] on a CUDA machine)")
+
+
+class OrtSession(SessionBase):
+    def __init__(self, session, device: str):
+        self._session = session
+        self._device = device
+        self.inputs = tuple(_spec(a) for a in session.get_inputs())
+        self.outputs = tuple(_spec(a) for a in session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, results, strict=True))
+
+    def sync(self) -> None:
+        """session.run returns host arrays, so the device is idle when it returns."""
+
+    def close(self) -> None:
+        self._session = None
+
+
+def load(artifact: Artifact, device: str, options: SessionOptions) -> OrtSession:
+    if artifact.format is not Format.ONNX:
+        raise RuntimeUnavailable(f"ort-{device}: cannot run a {artifact.format} artifact")
+    availability = probe(device)
+    if not availability.ok:
+        raise RuntimeUnavailable(f"ort-{device}: {availability.reason}")
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.log_severity_level = 1 if options.verbose else 3
+    if options.threads is not None:
+        session_options.intra_op_num_threads = options.threads
+        session_options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(artifact.path), session_options, providers=[PROVIDERS[device]])
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
+        raise ModelLoadError(f"{artifact.path}: onnxruntime cannot load it: {first_line(err)}") from err
+    return OrtSession(session, device)
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))

@@ -1,0 +1,111 @@
+"""PyTorch eager sessions (CPU and CUDA) for `torch` artifacts.
+
+A torch artifact is a state dict plus the factory that builds the module; loading
+never unpickles objects (`torch.load(weights_only=True)`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.artifact import Artifact, Format, TensorSpec
+from edgeopt.errors import ModelLoadError, RuntimeUnavailable, first_line
+from edgeopt.factory import resolve_factory
+from runtimes.base import Availability, SessionBase, SessionOptions
+
+
+def probe(device: str) -> Availability:
+    if importlib.util.find_spec("torch") is None:
+        return Availability(False, "torch: not installed")
+    import torch
+
+    if device == "cpu":
+        return Availability(True, f"torch {torch.__version__}")
+    if torch.version.cuda is None:
+        return Availability(False, f"torch {torch.__version__} is built without CUDA")
+    if not torch.cuda.is_available():
+        return Availability(False, f"torch {torch.__version__}: no CUDA device visible")
+    return Availability(True, f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+
+
+def build_module(artifact: Artifact):
+    """The eval-mode nn.Module of a torch artifact, on the CPU."""
+    import torch
+
+    factory_dir = artifact.facts.get("factory_dir")
+    factory = resolve_factory(artifact.facts["factory"], Path(factory_dir) if factory_dir else None)
+    module = factory(**artifact.facts.get("factory_kwargs", {}))
+    try:
+        state = torch.load(artifact.path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/KeyError here
+        raise ModelLoadError(f"{artifact.path}: cannot load the state dict: {first_line(err)}") from err
+    return module.eval()
+
+
+class TorchSession(SessionBase):
+    def __init__(self, module, io_inputs, io_outputs, device: str):
+        self._module = module
+        self._device = device
+        self.inputs = io_inputs
+        self.outputs = io_outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[i.name])) for i in self.inputs]
+        if self._device != "cpu":
+            args = [a.to(self._device, non_blocking=True) for a in args]
+        with torch.inference_mode():
+            result = self._module(*args)
+        tensors = result if isinstance(result, (tuple, list)) else (result,)
+        # .cpu() copies off the GPU; on the CPU the fresh output tensor is ours to hand over
+        return {spec.name: t.detach().cpu().numpy() for spec, t in zip(self.outputs, tensors, strict=True)}
+
+    def sync(self) -> None:
+        if self._device != "cpu":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self._module = None
+        if self._device != "cpu":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def load(artifact: Artifact, device: str, options: SessionOptions) -> TorchSession:
+    if artifact.format is not Format.TORCH:
+        raise RuntimeUnavailable(f"torch-{device}: cannot run a {artifact.format} artifact")
+    availability = probe(device)
+    if not availability.ok:
+        raise RuntimeUnavailable(f"torch-{device}: {availability.reason}")
+    import torch
+
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    module = build_module(artifact)
+    if device != "cpu":
+        module = module.to(device)
+    return TorchSession(module, artifact.io.inputs, artifact.io.outputs, device)
+
+
+def output_specs(outputs, names: list[str] | None, batch_dim: str | None) -> tuple[TensorSpec, ...]:
+    """Describe a module's outputs from one forward pass; dim 0 follows the inputs' batch dim."""
+    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    if names is None:
+        names = ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
+    if len(names) != len(tensors):
+        raise ModelLoadError(f"the model returns {len(tensors)} outputs but {len(names)} names were given")
+    specs = []
+    for name, tensor in zip(names, tensors, strict=True):
+        shape: list[int | str] = list(tensor.shape)
+        if batch_dim and shape:
+            shape[0] = batch_dim
+        specs.append(TensorSpec(name, tuple(shape), str(tensor.detach().numpy().dtype)))
+    return tuple(specs)
