@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from edgeopt.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec
 from edgeopt.context import StageContext
@@ -56,6 +57,7 @@ def export_command(
 ) -> Artifact:
     """Export a built-in or factory model to `output`, verified; nothing is written on failure."""
     from edgeopt.models import BUILTIN_MODELS, builtin_dataset, load_factory, train_builtin
+    from edgeopt.recipe import describe
     from exporter.torch_export import ExportOnnxOptions, export_onnx
     from exporter.verify import describe_failures
 
@@ -65,8 +67,8 @@ def export_command(
         raise RecipeError(f"{output}: folder {output.parent} does not exist")
     try:
         options = ExportOnnxOptions(opset=opset, exporter=exporter)
-    except ValueError as err:
-        raise RecipeError(f"--opset {opset}: {first_line(err).removeprefix('Value error, ')}") from err
+    except ValidationError as err:
+        raise RecipeError(f"--{describe(err, ExportOnnxOptions)}") from err
     with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
         source_dir, export_dir = Path(scratch, "source"), Path(scratch, "export")
         source_dir.mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def load_factory(
         raise ModelLoadError(f"factory '{reference}' returned {type(module).__name__}, not a torch.nn.Module")
     if weights is not None:
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a hostile file is reported below, in one line
+                state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as err:  # UnpicklingError for pickled objects, RuntimeError for corrupt zips
             raise ModelLoadError(
                 f"{weights}: not a loadable state dict (only tensors are accepted): {first_line(err)}"

@@ -222,7 +222,8 @@ def describe(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -
             given = error.get("input")
             shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
             parts.append(f"{key}: {message}{shown}")
-    return "; ".join(parts)
+    # a key or value from the file may hold a line break; the message stays one line
+    return "; ".join(parts).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:

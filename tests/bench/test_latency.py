@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+from bench.latency import LatencySettings, LatencyStats, measure_latency
+from runtimes import load
+from runtimes.base import SessionOptions
+
+
+def test_latency_stats_agree_with_numpy():
+    samples = np.random.default_rng(0).integers(1_000_000, 5_000_000, 501)
+    stats = LatencyStats.from_samples(4, samples)
+    ms = samples / 1e6
+    assert stats.p50_ms == pytest.approx(np.median(ms))
+    assert stats.p99_ms == pytest.approx(np.percentile(ms, 99))
+    assert stats.std_ms == pytest.approx(ms.std(ddof=1))
+    assert stats.throughput_per_s == pytest.approx(4 * 1000 / ms.mean())
+
+
+def test_measure_latency_runs_until_count_and_duration_are_both_reached(digits_onnx, digits):
+    feeds = digits.test.take(0, 8)
+    with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
+        by_count = measure_latency(session, feeds, LatencySettings(warmup_runs=2, min_runs=25, min_duration_s=0))
+        by_time = measure_latency(session, feeds, LatencySettings(warmup_runs=0, min_runs=1, min_duration_s=0.2))
+    assert by_count.runs == 25 and by_count.batch == 8
+    assert by_time.runs > 1  # the duration, not the count of 1, ended the loop
+    for stats in (by_count, by_time):
+        assert 0 < stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms

@@ -1,0 +1,246 @@
+import dataclasses
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt import stages
+from edgeopt.cli import main
+
+MALICIOUS_MARKER = "unpickled.txt"
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert lines and lines[-1].startswith("edgeopt: error: "), err
+    return lines[-1]
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(mlp_recipe), "--output", str(out)]) == 0
+    first = capsys.readouterr()
+    assert "report: " in first.out and "PASSED" in first.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema_version"] == 1
+    rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
+    assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
+    assert results["artifacts"]["onnx"]["verification"]["passed"]
+    assert results["artifacts"]["onnx"]["parent"] == results["artifacts"]["model"]["sha256"]
+    report = (out / "report.md").read_text()
+    assert report.count("| onnx | ort-cpu |") == 2
+
+    assert main(["run", str(mlp_recipe), "--output", str(out)]) == 0
+    second = capsys.readouterr().err
+    assert second.count("cached") == 2
+    again = json.loads((out / "results.json").read_text())
+    assert {k: a["sha256"] for k, a in again["artifacts"].items()} == {
+        k: a["sha256"] for k, a in results["artifacts"].items()
+    }
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
+    from pathlib import Path
+
+    recipe = Path(__file__).parents[2] / "recipes" / "demo.yaml"
+    out = tmp_path / "demo"
+    assert main(["-q", "run", str(recipe), "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
+    assert {
+        ("model", "torch-cpu", 1),
+        ("model", "torch-cpu", 32),
+        ("onnx", "ort-cpu", 1),
+        ("onnx", "ort-cpu", 32),
+    } <= rows
+    assert all(r["accuracy"]["top1"] >= 0.95 for r in results["rows"])
+    assert all(r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"] for r in results["rows"])
+    assert results["artifacts"]["onnx"]["verification"]["passed"]
+
+
+def test_cli_run_interrupted_then_resumed_reuses_the_finished_stage(mlp_recipe, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    real = stages.STAGES["export_onnx"]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(stages.STAGES, "export_onnx", dataclasses.replace(real, function=interrupted))
+    assert main(["run", str(mlp_recipe), "--output", str(out)]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+    monkeypatch.setitem(stages.STAGES, "export_onnx", real)
+    assert main(["run", str(mlp_recipe), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "load_model" in err and err.count("cached") == 1
+    assert (out / "results.json").exists()
+
+
+def test_cli_run_fails_the_stage_past_tolerance(mlp_recipe, tmp_path, capsys):
+    text = mlp_recipe.read_text().replace(
+        "options: {exporter: torchscript}",
+        "options: {exporter: torchscript, tolerance: {atol: 0, rtol: 0, min_cosine: 1}}",
+    )
+    mlp_recipe.write_text(text)
+    assert main(["run", str(mlp_recipe), "--output", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys)
+    assert "variants.onnx: export_onnx output differs from its reference: logits max_abs" in line
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def _bad_recipe(folder, old, new):
+    path = folder / "recipe.yaml"
+    path.write_text(path.read_text().replace(old, new))
+
+
+def _malicious_weights(folder):
+    with (folder / "weights.pt").open("wb") as f:
+        pickle.dump({"w": _Payload(str(folder / MALICIOUS_MARKER))}, f)
+    _bad_recipe(folder, "kwargs: {hidden: 16}", "kwargs: {hidden: 16}\n  weights: weights.pt")
+
+
+def _malicious_torch_checkpoint(folder):
+    torch.save({"w": _Payload(str(folder / MALICIOUS_MARKER))}, folder / "weights.pt")
+    _bad_recipe(folder, "kwargs: {hidden: 16}", "kwargs: {hidden: 16}\n  weights: weights.pt")
+
+
+def _mismatched_weights(folder):
+    torch.save({"1.weight": torch.zeros(3, 3)}, folder / "weights.pt")
+    _bad_recipe(folder, "kwargs: {hidden: 16}", "kwargs: {hidden: 16}\n  weights: weights.pt")
+
+
+def _truncated_onnx(folder):
+    (folder / "model.onnx").write_bytes(b"\x08\x07\x12\x04trunc")
+    (folder / "recipe.yaml").write_text("name: x\nmodel: {onnx: model.onnx}\ndata: {npz: digits.npz}\n")
+
+
+def _npz_without_the_input(folder):
+    np.savez(folder / "digits.npz", pixels=np.zeros((4, 1, 8, 8), np.float32))
+
+
+BAD_RUNS = {
+    "unknown key": (lambda f: _bad_recipe(f, "outputs:", "outptus:"), "outptus: unknown key"),
+    "wrong type": (
+        lambda f: _bad_recipe(f, "batch_sizes: [1, 4]", "batch_sizes: one"),
+        "bench.batch_sizes: Input should be a valid list",
+    ),
+    "missing data file": (lambda f: (f / "digits.npz").unlink(), "data.npz: file not found"),
+    "bad yaml": (lambda f: _bad_recipe(f, "name: mlp", "name: [mlp"), "not valid YAML"),
+    "factory module missing": (
+        lambda f: _bad_recipe(f, "factories:tiny_mlp", "nowhere:tiny_mlp"),
+        "cannot import nowhere",
+    ),
+    "factory not a module": (
+        lambda f: _bad_recipe(f, "factories:tiny_mlp", "factories:not_a_module"),
+        "rejected its kwargs",
+    ),
+    "factory kwargs wrong": (lambda f: _bad_recipe(f, "{hidden: 16}", "{hidden: 16, depth: 2}"), "rejected its kwargs"),
+    "malicious pickle": (_malicious_weights, "not a loadable state dict (only tensors are accepted)"),
+    "malicious torch checkpoint": (
+        _malicious_torch_checkpoint,
+        "not a loadable state dict (only tensors are accepted)",
+    ),
+    "weights do not fit": (_mismatched_weights, "does not fit factory 'factories:tiny_mlp'"),
+    "truncated onnx": (_truncated_onnx, "model.onnx: not a valid ONNX model"),
+    "npz lacks the input": (_npz_without_the_input, "no array for input(s) image; it holds pixels"),
+    "input shape wrong": (
+        lambda f: _bad_recipe(f, "shape: [batch, 1, 8, 8]", "shape: [batch, 1, 8, 9]"),
+        "dim 3 is 8, the model expects 9",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_cli_run_bad_input_gets_one_line_and_exit_2(case, mlp_recipe, tmp_path, capsys):
+    folder = mlp_recipe.parent
+    breaker, expected = BAD_RUNS[case]
+    breaker(folder)
+    before = _files(folder)
+    out = tmp_path / "out"
+    assert main(["run", str(mlp_recipe), "--output", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert expected in line
+    assert _files(out) == []
+    assert _files(folder) == before
+    assert not (folder / MALICIOUS_MARKER).exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "the following arguments are required: verb"),
+        (["run"], "the following arguments are required: recipe"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["export", "factories:tiny_mlp", "-o", "m.onnx", "--input", "image:batch,0,8:float32"], "dim '0' is neither"),
+        (
+            ["export", "factories:tiny_mlp", "-o", "m.onnx", "--input", "image:batch,8:complex"],
+            "dtype 'complex' is not one of",
+        ),
+        (["export", "factories:tiny_mlp", "-o", "m.onnx"], "needs --input NAME:SHAPE:DTYPE"),
+        (["export", "digits-cnn", "-o", "m.onnx", "--opset", "3"], "--opset: opset 3 is outside 9.."),
+        (["bench", "absent.onnx"], "absent.onnx: not found"),
+        (["bench", "digits.npz"], "not an .onnx file or an artifact directory"),
+        (["bench", "digits.npz", "--runtime", "tflite"], "runtime 'tflite' is not one of"),
+    ],
+)
+def test_cli_usage_errors_get_one_line_and_exit_2(argv, expected, factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    before = _files(factory_dir)
+    assert main(argv) == 2
+    assert expected in _one_error_line(capsys)
+    assert _files(factory_dir) == before
+
+
+def test_cli_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["--debug", "run", str(tmp_path / "absent.yaml")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_cli_export_factory_model_writes_a_verified_onnx(factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    argv = ["export", "factories:two_outputs", "-o", "two.onnx", "--input", "image:batch,1,8,8:float32"]
+    assert main(argv) == 0
+    assert "verified against PyTorch" in capsys.readouterr().out
+    assert sorted(
+        p.name for p in factory_dir.iterdir() if p.suffix in (".onnx", ".data") or p.name.startswith(".edgeopt")
+    ) == ["two.onnx"]
+    import onnx
+
+    model = onnx.load("two.onnx")
+    assert [o.name for o in model.graph.output] == ["output_0", "output_1"]
+
+
+def test_cli_bench_times_an_onnx_file(digits_onnx, capsys):
+    argv = ["bench", str(digits_onnx.path), "--batch", "1", "--batch", "4", "--threads", "1", "--min-duration", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("model.onnx") == 2 and "ort-cpu" in out
+
+
+def test_cli_doctor_says_what_runs_here_and_why_not(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu " in out and "flags" in out
+    for runtime_id in ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda"):
+        assert runtime_id in out

@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import RuntimeUnavailable
+from runtimes import RUNTIMES, available, load, probe
+from runtimes.base import SessionOptions
+
+
+def test_available_gives_a_reason_for_every_runtime():
+    report = available()
+    assert set(report) == set(RUNTIMES)
+    assert report["ort-cpu"].ok and report["torch-cpu"].ok
+    assert all(a.reason for a in report.values())
+
+
+def test_ort_session_describes_and_runs_the_model(digits_onnx, digits):
+    with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
+        assert [(s.name, s.shape, s.dtype) for s in session.inputs] == [("image", ("batch", 1, 8, 8), "float32")]
+        assert session.outputs[0].name == "logits"
+        outputs = session.run(digits.test.take(0, 5))
+        session.sync()
+    assert outputs["logits"].shape == (5, 10) and outputs["logits"].dtype == np.float32
+
+
+def test_torch_session_returns_arrays_the_caller_owns(digits_cnn, digits):
+    feeds = digits.test.take(0, 3)
+    with load("torch-cpu", digits_cnn) as session:
+        first = session.run(feeds)["logits"]
+        snapshot = first.copy()
+        session.run(digits.test.take(3, 6))
+    np.testing.assert_array_equal(first, snapshot)
+
+
+def test_load_refuses_an_artifact_of_another_format(digits_cnn):
+    with pytest.raises(RuntimeUnavailable, match="ort-cpu: cannot run a torch artifact"):
+        load("ort-cpu", digits_cnn)
+
+
+def test_load_unknown_runtime_lists_the_known_ones(digits_onnx):
+    with pytest.raises(RuntimeUnavailable, match="is not one of ort-cpu, ort-cuda"):
+        load("tensorflow", digits_onnx)
+
+
+def test_load_unavailable_runtime_says_why(digits_onnx):
+    if probe("ort-cuda").ok:
+        pytest.skip("this machine has CUDAExecutionProvider; the refusal path needs a machine without it")
+    with pytest.raises(RuntimeUnavailable, match="has no CUDAExecutionProvider"):
+        load("ort-cuda", digits_onnx)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime_id", ["torch-cuda", "ort-cuda"])
+def test_gpu_sessions_match_the_cpu(runtime_id, digits_cnn, digits_onnx, digits):
+    artifact = digits_cnn if runtime_id.startswith("torch") else digits_onnx
+    if not probe(runtime_id).ok:
+        pytest.skip(f"GPU present but {probe(runtime_id).reason}")
+    feeds = digits.test.take(0, 16)
+    with load(runtime_id.replace("cuda", "cpu"), artifact) as cpu, load(runtime_id, artifact) as gpu:
+        np.testing.assert_allclose(gpu.run(feeds)["logits"], cpu.run(feeds)["logits"], atol=1e-3, rtol=1e-3)
+
+
+def _fresh_python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, **kwargs)
+
+
+def test_import_edgeopt_and_runtimes_is_lean():
+    result = _fresh_python(
+        "import sys, edgeopt, runtimes, edgeopt.cli;"
+        "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda', 'onnxruntime', 'onnx') if m in sys.modules))"
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_probing_onnxruntime_writes_nothing_to_home_temp_or_cwd(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp")}
+    for folder in ("home", "tmp", "cwd"):
+        (tmp_path / folder).mkdir()
+    _fresh_python("import runtimes; runtimes.available()", env=env, cwd=tmp_path / "cwd")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
