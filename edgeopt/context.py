@@ -19,11 +19,12 @@ class StageContext:
     probe: dict[str, np.ndarray]
     verbose: bool = False
 
-    def fingerprint(self) -> str:
-        """Part of the cache key: a stage verified on other samples is another result."""
-        digest = hashlib.sha256()
-        for name in sorted(self.probe):
-            array = np.ascontiguousarray(self.probe[name])
-            digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
-            digest.update(array.tobytes())
-        return digest.hexdigest()
+
+def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:
+    """Part of every cache key: a stage verified on other samples is another result."""
+    digest = hashlib.sha256()
+    for name in sorted(probe):
+        array = np.ascontiguousarray(probe[name])
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -6,6 +6,7 @@ options, probe samples), so a re-run rebuilds nothing and a killed run resumes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from bench.report.markdown import render
 from bench.results import Row, results_document, write_atomic, write_results
 from edgeopt import log as progress_log
 from edgeopt.artifact import Artifact, TensorSpec
-from edgeopt.context import StageContext
+from edgeopt.context import StageContext, probe_fingerprint
 from edgeopt.data import Dataset, Split, load_npz
 from edgeopt.errors import ModelLoadError, RecipeError, VerificationError, first_line
 from edgeopt.models import (
@@ -58,31 +59,18 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     probe_feeds = dataset.probe()
     total = 1 + len(loaded.order)
 
-    artifacts: dict[str, Artifact] = {"model": _source(loaded, store, inputs, dataset, probe_feeds, verbose, total)}
+    probe_sha256 = probe_fingerprint(probe_feeds)
+    root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
+    artifacts: dict[str, Artifact] = {"model": root}
     for position, name in enumerate(loaded.order, start=2):
         variant = recipe.variants[name]
         stage = STAGES[variant.stage]
         parent = artifacts[variant.from_]
-        if parent.format != stage.accepts:
-            raise RecipeError(
-                f"{loaded.path}: variants.{name}: stage {variant.stage} takes a {stage.accepts} model, but '{variant.from_}' is {parent.format}"
-            )
         options = loaded.options[name]
-        context = StageContext(store.root, probe_feeds, verbose)
-        key = stage_key(
-            parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), context.fingerprint()
-        )
-        began = time.perf_counter()
-        artifact = store.get(key)
-        cached = artifact is not None
-        if artifact is None:
-            artifact = store.build(
-                key,
-                lambda out_dir, p=parent, o=options, s=stage, c=context: s.function(
-                    p, o, StageContext(out_dir, c.probe, c.verbose)
-                ),
-            )
-        _log_stage(position, total, variant.stage, name, artifact, None if cached else time.perf_counter() - began)
+        key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), probe_sha256)
+
+        make = functools.partial(_run_stage, stage, parent, options, probe_feeds, verbose)
+        artifact = _build_or_reuse(store, key, make, f"[{position}/{total}] {variant.stage}", name)
         if artifact.verification is not None and not artifact.verification.passed:
             raise VerificationError(
                 f"variants.{name}: {variant.stage} output differs from its reference: {describe_failures(artifact.verification)}"
@@ -138,19 +126,25 @@ def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:
 
 
 def _source(
-    loaded: LoadedRecipe, store: Store, inputs, dataset: Dataset, probe_feeds, verbose: bool, total: int
+    loaded: LoadedRecipe,
+    store: Store,
+    inputs,
+    dataset: Dataset,
+    probe_feeds,
+    probe_sha256: str,
+    verbose: bool,
+    total: int,
 ) -> Artifact:
     """The root artifact: a trained built-in, a factory's module, or a copied ONNX file."""
     source = loaded.recipe.model
-    context = StageContext(store.root, probe_feeds, verbose)
     if source.builtin is not None:
         spec = BUILTIN_MODELS[source.builtin]
         options = {"builtin": source.builtin, "epochs": spec.epochs}
-        outputs = spec.outputs
 
         def make(out_dir: Path) -> Artifact:
+            context = StageContext(out_dir, probe_feeds, verbose)
             with progress_log.progress(f"training {source.builtin}", spec.epochs) as advance:
-                return train_builtin(source.builtin, inputs, outputs, dataset, _at(context, out_dir), on_epoch=advance)
+                return train_builtin(source.builtin, inputs, spec.outputs, dataset, context, on_epoch=advance)
 
         label = source.builtin
     elif source.factory is not None:
@@ -164,14 +158,9 @@ def _source(
         }
 
         def make(out_dir: Path) -> Artifact:
+            context = StageContext(out_dir, probe_feeds, verbose)
             return load_factory(
-                source.factory,
-                source.kwargs,
-                weights,
-                loaded.path.parent,
-                inputs,
-                loaded.recipe.outputs,
-                _at(context, out_dir),
+                source.factory, source.kwargs, weights, loaded.path.parent, inputs, loaded.recipe.outputs, context
             )
 
         label = source.factory
@@ -180,31 +169,32 @@ def _source(
         options = {"onnx_sha256": onnx_source_sha256(path)}
 
         def make(out_dir: Path) -> Artifact:
-            return copy_onnx(path, _at(context, out_dir))
+            return copy_onnx(path, StageContext(out_dir, probe_feeds, verbose))
 
         label = path.name
-    key = stage_key(None, "load_model", LOAD_MODEL_VERSION, options, context.fingerprint())
+    key = stage_key(None, "load_model", LOAD_MODEL_VERSION, options, probe_sha256)
+    return _build_or_reuse(store, key, make, f"[1/{total}] load_model", label)
+
+
+def _run_stage(stage, parent: Artifact, options, probe_feeds: dict, verbose: bool, out_dir: Path) -> Artifact:
+    return stage.function(parent, options, StageContext(out_dir, probe_feeds, verbose))
+
+
+def _build_or_reuse(store: Store, key: str, make, step: str, label: str) -> Artifact:
+    """The cached artifact under `key`, or a new one; logs the stage's one line either way."""
     began = time.perf_counter()
     artifact = store.get(key)
-    cached = artifact is not None
+    took = "cached"
     if artifact is None:
         artifact = store.build(key, make)
-    _log_stage(1, total, "load_model", label, artifact, None if cached else time.perf_counter() - began)
-    return artifact
-
-
-def _at(context: StageContext, out_dir: Path) -> StageContext:
-    return StageContext(out_dir, context.probe, context.verbose)
-
-
-def _log_stage(position: int, total: int, stage: str, name: str, artifact: Artifact, seconds: float | None) -> None:
+        took = f"{time.perf_counter() - began:.1f} s"
     figures = [f"{artifact.facts.get('size_bytes', 0) / 1e6:.2f} MB"]
     if artifact.verification is not None:
         worst = artifact.verification.worst()
         verdict = "verified" if artifact.verification.passed else "FAILED"
         figures.append(f"{verdict} max_abs {worst.max_abs:.2g} cosine {worst.cosine_min:.6f}")
-    took = "cached" if seconds is None else f"{seconds:.1f} s"
-    log.info("[%d/%d] %-12s %-14s %-8s %s", position, total, stage, name, took, "  ".join(figures))
+    log.info("%-24s %-14s %-8s %s", step, label, took, "  ".join(figures))
+    return artifact
 
 
 def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset) -> tuple[list[Row], list[dict]]:

@@ -123,7 +123,16 @@ class Recipe(_Strict):
                 raise ValueError(f"variants.{name}: stage '{variant.stage}' is not one of {', '.join(STAGES)}")
             if variant.from_ != "model" and variant.from_ not in self.variants:
                 raise ValueError(f"variants.{name}: from '{variant.from_}' names no variant")
-        build_order(self.variants)
+        formats = {"model": "onnx" if self.model.onnx is not None else "torch"}
+        for name in build_order(self.variants):
+            variant = self.variants[name]
+            stage = STAGES[variant.stage]
+            if formats[variant.from_] != stage.accepts:
+                raise ValueError(
+                    f"variants.{name}: stage {variant.stage} takes a {stage.accepts} model, "
+                    f"but '{variant.from_}' is {formats[variant.from_]}"
+                )
+            formats[name] = stage.produces
         return self
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from edgeopt.artifact import Format
 from exporter.torch_export import ExportOnnxOptions, export_onnx
 
 
@@ -19,10 +20,13 @@ class Stage:
     function: Callable
     options: type[BaseModel]
     version: int
-    accepts: str
+    accepts: Format
+    produces: Format
     description: str
 
 
 STAGES: dict[str, Stage] = {
-    "export_onnx": Stage(export_onnx, ExportOnnxOptions, 1, "torch", "PyTorch → ONNX, verified against PyTorch"),
+    "export_onnx": Stage(
+        export_onnx, ExportOnnxOptions, 1, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
+    ),
 }

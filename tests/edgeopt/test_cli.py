@@ -244,3 +244,19 @@ def test_cli_doctor_says_what_runs_here_and_why_not(capsys):
     assert "cpu " in out and "flags" in out
     for runtime_id in ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda"):
         assert runtime_id in out
+
+
+def test_cli_run_an_onnx_file_source_benchmarks_it_on_onnx_runtime(digits_onnx, factory_dir, tmp_path, capsys):
+    import shutil
+
+    shutil.copy(digits_onnx.path, factory_dir / "digits.onnx")
+    recipe = factory_dir / "onnx.yaml"
+    recipe.write_text(
+        "name: from-onnx\nmodel: {onnx: digits.onnx}\ndata: {npz: digits.npz}\n"
+        "bench: {batch_sizes: [2], threads: [1], warmup_runs: 0, min_runs: 2, min_duration_s: 0}\n"
+    )
+    assert main(["run", str(recipe), "--output", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["variant"], r["runtime"]) for r in results["rows"]] == [("model", "ort-cpu")]
+    assert results["rows"][0]["accuracy"]["top1"] >= 0.95
+    assert results["artifacts"]["model"]["facts"]["node_count"] == digits_onnx.facts["node_count"]

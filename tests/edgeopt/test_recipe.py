@@ -39,6 +39,10 @@ def test_recipe_every_shipped_recipe_loads(path):
             "variants.a.options.tolerance.atl: unknown key (expected one of atol, rtol, min_cosine)",
         ),
         ({"model": {"factory": "pkg.mod:make"}}, "a factory model needs inputs"),
+        (
+            {"variants": {"a": {"stage": "export_onnx"}, "b": {"stage": "export_onnx", "from": "a"}}},
+            "variants.b: stage export_onnx takes a torch model, but 'a' is onnx",
+        ),
         ({"model": {"factory": "no colon"}, "inputs": []}, "is not of the form package.module:function"),
         ({"inputs": [{"name": "x", "shape": [-1]}]}, "inputs.0.shape.0"),
         ({"inputs": [{"name": "x", "shape": [1], "dtype": "float"}]}, "inputs.0.dtype"),
