@@ -51,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=18)
     export.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo")
 
+    simplify = verbs.add_parser("simplify", help="simplify an ONNX model, verified against it")
+    simplify.add_argument("model", type=Path, metavar="IN.onnx")
+    simplify.add_argument("-o", "--output", type=Path, required=True)
+    simplify.add_argument("--simplifier", choices=("onnxslim", "onnxsim"), default="onnxslim")
+    simplify.add_argument(
+        "--probe", type=Path, metavar="DATA.npz", help="real samples to verify on (default: seeded random)"
+    )
+
+    fp16 = verbs.add_parser("fp16", help="convert an ONNX model to FP16, verified against it")
+    fp16.add_argument("model", type=Path, metavar="IN.onnx")
+    fp16.add_argument("-o", "--output", type=Path, required=True)
+    fp16.add_argument(
+        "--fp16-io", action="store_true", help="make inputs and outputs FP16 too (default: keep them FP32)"
+    )
+    fp16.add_argument(
+        "--keep-op", action="append", default=[], metavar="OP", help="an op type to keep in FP32 (repeat)"
+    )
+    fp16.add_argument(
+        "--probe", type=Path, metavar="DATA.npz", help="real samples to verify on (default: seeded random)"
+    )
+
     bench = verbs.add_parser("bench", help="time ONNX files on a runtime with random inputs")
     bench.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
     bench.add_argument("--runtime", action="append", dest="runtimes", metavar="ID")
@@ -72,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         from edgeopt.log import NORMAL, QUIET, VERBOSE, configure
 
         configure(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
-        return {"run": _run, "export": _export, "bench": _bench, "doctor": _doctor}[args.verb](args)
+        verbs = {
+            "run": _run,
+            "export": _export,
+            "simplify": _simplify,
+            "fp16": _fp16,
+            "bench": _bench,
+            "doctor": _doctor,
+        }
+        return verbs[args.verb](args)
     except EdgeoptError as err:
         if args is not None and args.debug:
             import traceback
@@ -161,6 +190,33 @@ def _export(args) -> int:
     artifact = export_command(args.model, args.output, inputs, args.weights, args.opset, args.exporter)
     worst = artifact.verification.worst()
     print(f"{args.output}: verified against PyTorch, max abs {worst.max_abs:.2g}, min cosine {worst.cosine_min:.6f}")
+    return EXIT_OK
+
+
+def _simplify(args) -> int:
+    from edgeopt.commands import transform_command
+
+    options = {"simplifier": args.simplifier}
+    return _report_transform(transform_command("simplify", args.model, args.output, options, args.probe), args.output)
+
+
+def _fp16(args) -> int:
+    from edgeopt.commands import transform_command
+
+    options = {"keep_io_types": not args.fp16_io, "keep_ops": args.keep_op}
+    return _report_transform(
+        transform_command("convert_fp16", args.model, args.output, options, args.probe), args.output
+    )
+
+
+def _report_transform(artifact, output: Path) -> int:
+    worst = artifact.verification.worst()
+    before = artifact.facts["before"]
+    print(
+        f"{output}: {before['node_count']} → {artifact.facts['node_count']} nodes, "
+        f"{before['size_bytes'] / 1e6:.2f} → {artifact.facts['size_bytes'] / 1e6:.2f} MB; "
+        f"verified against the input: max abs {worst.max_abs:.2g}, min cosine {worst.cosine_min:.6f}"
+    )
     return EXIT_OK
 
 

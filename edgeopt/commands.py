@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -16,12 +17,12 @@ from edgeopt.errors import (
     RecipeError,
     RuntimeUnavailable,
     VerificationError,
-    first_line,
 )
 
 
 def random_feeds(inputs: tuple[TensorSpec, ...], sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs; `sizes` gives each symbolic dim its size."""
+    """Seeded random inputs; `sizes` gives each symbolic dim its size. Integer inputs get
+    0s and 1s (masks all 1s), which index any embedding; give real samples where it matters."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in inputs:
@@ -34,10 +35,11 @@ def random_feeds(inputs: tuple[TensorSpec, ...], sizes: dict[str, int], seed: in
         dtype = np.dtype(spec.dtype)
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
+        elif dtype == np.bool_ or "mask" in spec.name.lower():
             feeds[spec.name] = np.ones(shape, dtype=dtype)
         else:
-            feeds[spec.name] = rng.integers(0, 100, shape).astype(dtype)
+            # 0 and 1 are valid indices for any embedding table (token ids, token types)
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
     return feeds
 
 
@@ -92,15 +94,49 @@ def export_command(
             raise VerificationError(
                 f"{output}: not written: the export differs from PyTorch: {describe_failures(exported.verification)}"
             )
-        for produced in sorted(export_dir.iterdir()):
-            target = output if produced.name == "model.onnx" else output.parent / produced.name
-            os.replace(produced, target)
-    return exported.moved_to(output.parent) if output.name == "model.onnx" else _renamed(exported, output)
+        return _write_model(exported, output)
 
 
-def _renamed(artifact: Artifact, output: Path) -> Artifact:
-    import dataclasses
+def transform_command(stage_name: str, source: Path, output: Path, options: dict, probe_path: Path | None) -> Artifact:
+    """Run one ONNX → ONNX stage outside a recipe; nothing is written unless it verifies."""
+    from edgeopt.data import load_npz
+    from edgeopt.recipe import describe
+    from edgeopt.stages import STAGES
+    from exporter.verify import describe_failures
 
+    stage = STAGES[stage_name]
+    try:
+        parsed = stage.options.model_validate(options)
+    except ValidationError as err:
+        raise RecipeError(f"{stage_name}: {describe(err, stage.options)}") from err
+    if not output.parent.is_dir():
+        raise RecipeError(f"{output}: folder {output.parent} does not exist")
+    artifact = open_artifact(source)
+    if artifact.format is not Format.ONNX:
+        raise ModelLoadError(f"{source}: {stage_name} takes an ONNX model")
+    inputs = artifact.io.inputs
+    probe = load_npz(probe_path, inputs).probe() if probe_path else random_feeds(inputs, probe_sizes(inputs))
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+        result = stage.function(artifact, parsed, StageContext(Path(scratch), probe))
+        if not result.verification.passed:
+            raise VerificationError(
+                f"{output}: not written: the result differs from {source}: {describe_failures(result.verification)}"
+            )
+        return _write_model(result, output)
+
+
+def _write_model(artifact: Artifact, output: Path) -> Artifact:
+    """Save an artifact's model as `output`, weights over 1.5 GB in `<output>.data` beside it.
+
+    Both files are written under their final names in a scratch folder, then moved into
+    place data first, so `output` never names data that is not there yet.
+    """
+    from exporter.onnx_io import load_onnx, save_onnx
+
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+        save_onnx(load_onnx(artifact.path), Path(scratch) / output.name)
+        for produced in sorted(Path(scratch).iterdir(), key=lambda p: p.name == output.name):
+            os.replace(produced, output.parent / produced.name)
     return dataclasses.replace(artifact, path=output)
 
 
@@ -109,15 +145,13 @@ def open_artifact(path: Path) -> Artifact:
     if path.is_dir() and (path / ARTIFACT_JSON).is_file():
         return Artifact.load(path)
     if path.is_file() and path.suffix == ".onnx":
-        import onnx
-
+        from edgeopt.models import onnx_source_sha256
         from exporter.onnx_facts import graph_io
+        from exporter.onnx_io import load_onnx
 
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as err:  # DecodeError and friends for files that are not ONNX
-            raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
-        return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, graph_io(model))
+        model = load_onnx(path, load_weights=False)
+        io = graph_io(model)
+        return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, io, onnx_source_sha256(path))
     if not path.exists():
         raise ModelLoadError(f"{path}: not found")
     raise ModelLoadError(f"{path}: not an .onnx file or an artifact directory")

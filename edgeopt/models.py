@@ -46,9 +46,6 @@ BUILTIN_MODELS = {
 
 BUILTIN_DATASETS = ("digits",)
 
-# Above this many weight bytes a model keeps them in an external-data file (protobuf's 2 GB limit).
-EXTERNAL_DATA_BYTES = 1_500_000_000
-
 
 def builtin_dataset(name: str) -> Dataset:
     from edgeopt.demo.digits import load_digits_dataset
@@ -154,25 +151,16 @@ def _save_module(
 
 def copy_onnx(source: Path, context: StageContext) -> Artifact:
     """Check an ONNX file and save a copy (external data included) into the store."""
-    import onnx
-
     from exporter.onnx_facts import graph_io, model_facts
+    from exporter.onnx_io import check_onnx, load_onnx, save_onnx
 
+    model = load_onnx(source)
     try:
-        onnx.checker.check_model(str(source))
-        model = onnx.load(str(source))
-    except Exception as err:  # onnx raises ValidationError, DecodeError, OSError...
+        check_onnx(source)
+    except Exception as err:  # onnx.checker.ValidationError and friends
         raise ModelLoadError(f"{source}: not a valid ONNX model: {first_line(err)}") from err
     path = context.out_dir / "model.onnx"
-    tensor_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=tensor_bytes > EXTERNAL_DATA_BYTES,
-        all_tensors_to_one_file=True,
-        location="model.onnx.data",
-    )
-    saved = onnx.load(str(path), load_external_data=False)
+    save_onnx(model, path)
     return Artifact(
         path=path,
         format=Format.ONNX,
@@ -180,32 +168,18 @@ def copy_onnx(source: Path, context: StageContext) -> Artifact:
         stage="load_model",
         options={"onnx": str(source)},
         parent=None,
-        io=graph_io(saved),
-        facts=model_facts(saved, path),
+        io=graph_io(model),
+        facts=model_facts(model, path),
     )
 
 
 def onnx_source_sha256(path: Path) -> str:
-    """Hash an ONNX file and the external-data files it names, refusing any outside its folder."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    """Hash an ONNX file and the external-data files it names (each confined to its folder)."""
+    from exporter.onnx_io import external_data_files, load_onnx
 
     digest = hashlib.sha256(file_sha256(path).encode())
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # DecodeError and friends for truncated or foreign files
-        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
-    folder = path.parent.resolve()
-    locations = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
-    for location in locations:
-        target = (folder / location).resolve()
-        if Path(location).is_absolute() or not target.is_relative_to(folder):
-            raise ModelLoadError(
-                f"{path}: external data '{location}' points outside the model's folder; refusing to read it"
-            )
-        if not target.is_file():
-            raise ModelLoadError(f"{path}: external data file '{location}' is missing")
-        digest.update(location.encode() + file_sha256(target).encode())
+    for data_file in external_data_files(path, load_onnx(path, load_weights=False)):
+        digest.update(data_file.name.encode() + file_sha256(data_file).encode())
     return digest.hexdigest()
 
 

@@ -22,7 +22,7 @@ from edgeopt import log as progress_log
 from edgeopt.artifact import Artifact, TensorSpec
 from edgeopt.context import StageContext, probe_fingerprint
 from edgeopt.data import Dataset, Split, load_npz
-from edgeopt.errors import ModelLoadError, RecipeError, VerificationError, first_line
+from edgeopt.errors import RecipeError, VerificationError
 from edgeopt.models import (
     BUILTIN_MODELS,
     LOAD_MODEL_VERSION,
@@ -99,15 +99,10 @@ def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(i.name, tuple(i.shape), i.dtype) for i in recipe.inputs)
     if recipe.model.builtin is not None:
         return BUILTIN_MODELS[recipe.model.builtin].inputs
-    import onnx
-
     from exporter.onnx_facts import graph_io
+    from exporter.onnx_io import load_onnx
 
-    path = loaded.resolve(recipe.model.onnx)
-    try:
-        return graph_io(onnx.load(str(path), load_external_data=False)).inputs
-    except Exception as err:  # DecodeError and friends for files that are not ONNX
-        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+    return graph_io(load_onnx(loaded.resolve(recipe.model.onnx), load_weights=False)).inputs
 
 
 def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from edgeopt.artifact import Format
+from exporter.fp16 import ConvertFp16Options, convert_fp16
+from exporter.simplify import SimplifyOptions, simplify
 from exporter.torch_export import ExportOnnxOptions, export_onnx
 
 
@@ -28,5 +30,11 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "export_onnx": Stage(
         export_onnx, ExportOnnxOptions, 1, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
+    ),
+    "simplify": Stage(
+        simplify, SimplifyOptions, 1, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
+    ),
+    "convert_fp16": Stage(
+        convert_fp16, ConvertFp16Options, 1, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
     ),
 }

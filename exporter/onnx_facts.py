@@ -30,7 +30,7 @@ def graph_io(model: onnx.ModelProto) -> IO:
 
 def model_facts(model: onnx.ModelProto, path: Path) -> dict:
     """Numbers recorded on an ONNX artifact and shown in the report."""
-    size_bytes = sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file() and p.name != "artifact.json")
+    size_bytes = file_bytes(path)
     parameters = sum(int(_numel(t.dims)) for t in model.graph.initializer)
     return {
         "size_bytes": size_bytes,
@@ -39,6 +39,20 @@ def model_facts(model: onnx.ModelProto, path: Path) -> dict:
         "parameters": parameters,
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
     }
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes on disk: the model file and the external-data files it names."""
+    from exporter.onnx_io import external_data_files
+
+    on_disk = onnx.load(str(path), load_external_data=False)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(path, on_disk))
+
+
+def input_facts(model: onnx.ModelProto, path: Path) -> dict:
+    """A transform's record of what it started from, for the report's before → after."""
+    facts = model_facts(model, path)
+    return {key: facts[key] for key in ("node_count", "op_histogram", "parameters", "size_bytes")}
 
 
 def _numel(dims) -> int:

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgeopt.artifact import IO, Artifact, Format, Precision
 from edgeopt.context import StageContext
 from edgeopt.errors import ExportError, first_line
-from edgeopt.models import EXTERNAL_DATA_BYTES
-from exporter.verify import Tolerance, compare_outputs
+from exporter.onnx_io import EXTERNAL_DATA_BYTES
+from exporter.verify import Tolerance, verify_against
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     import torch
 
     from exporter.onnx_facts import graph_io, model_facts
-    from runtimes import load
-    from runtimes.base import SessionOptions
     from runtimes.torch_eager import build_module
 
     module = build_module(artifact)
@@ -92,13 +90,7 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
         io=onnx_io,
         facts={**model_facts(model, path), "exporter": str(options.exporter)},
     )
-    with (
-        load("torch-cpu", artifact) as reference,
-        load("ort-cpu", exported, SessionOptions(verbose=context.verbose)) as candidate,
-    ):
-        expected = reference.run(context.probe)
-        actual = candidate.run(context.probe)
-    verification = compare_outputs(expected, actual, options.tolerance, reference_name=f"torch {artifact.sha256[:12]}")
+    verification = verify_against(artifact, exported, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(exported, verification=verification)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.artifact import OutputCheck, Verification
+from edgeopt.artifact import Artifact, Format, OutputCheck, Verification
 
 
 class Tolerance(BaseModel):
@@ -77,3 +77,25 @@ def describe_failures(verification: Verification) -> str:
         if not o.passed
     ]
     return "; ".join(parts)
+
+
+def verify_against(
+    reference: Artifact, candidate: Artifact, probe: dict[str, np.ndarray], tolerance: Tolerance, verbose: bool = False
+) -> Verification:
+    """Run both artifacts on the CPU over the probe samples and compare every output.
+
+    Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
+    inputs gets FP16 feeds).
+    """
+    from runtimes import load
+    from runtimes.base import SessionOptions
+
+    outputs = []
+    for artifact in (reference, candidate):
+        runtime_id = "torch-cpu" if artifact.format is Format.TORCH else "ort-cpu"
+        with load(runtime_id, artifact, SessionOptions(verbose=verbose)) as session:
+            feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
+            outputs.append(session.run(feeds))
+    expected, actual = outputs
+    name = f"{reference.stage} {reference.sha256[:12]}"
+    return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)

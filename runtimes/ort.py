@@ -9,7 +9,7 @@ import logging
 import numpy as np
 
 from edgeopt.artifact import Artifact, Format, TensorSpec
-from edgeopt.errors import ModelLoadError, RuntimeUnavailable, first_line
+from edgeopt.errors import DataError, ModelLoadError, RuntimeUnavailable, first_line
 from runtimes.base import Availability, SessionBase, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ class OrtSession(SessionBase):
         self._output_names = [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self._session.run(self._output_names, feeds)
+        try:
+            results = self._session.run(self._output_names, feeds)
+        except Exception as err:  # ORT's Fail/InvalidArgument/RuntimeException: the feeds do not fit the model
+            raise DataError(f"onnxruntime cannot run the model on these inputs: {first_line(err)}") from err
         return dict(zip(self._output_names, results, strict=True))
 
     def sync(self) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeopt.artifact import TensorSpec
+
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 FACTORIES = Path(__file__).parent / "factories.py"
@@ -104,3 +106,73 @@ def mlp_recipe(factory_dir: Path) -> Path:
     path = factory_dir / "recipe.yaml"
     path.write_text(MLP_RECIPE)
     return path
+
+
+BERT_INPUTS = tuple(
+    TensorSpec(name, ("batch", "sequence"), "int64") for name in ("input_ids", "attention_mask", "token_type_ids")
+)
+
+
+@pytest.fixture(scope="session")
+def bert_probe():
+    """Token ids for 4 sentences of 11 tokens, the last two padded."""
+    rng = np.random.default_rng(0)
+    mask = np.ones((4, 11), np.int64)
+    mask[2, 7:] = 0
+    mask[3, 4:] = 0
+    return {
+        "input_ids": rng.integers(0, 1000, (4, 11)).astype(np.int64),
+        "attention_mask": mask,
+        "token_type_ids": np.zeros((4, 11), np.int64),
+    }
+
+
+def build_factory(tmp_path_factory, factory: str, inputs, probe):
+    """A factory model as a torch artifact in a store of its own."""
+    from edgeopt.context import StageContext
+    from edgeopt.models import load_factory
+    from edgeopt.store import Store
+
+    store = Store(tmp_path_factory.mktemp(factory.replace(":", "-")))
+    folder = Path(__file__).parent
+    return store.build(
+        "2" * 64, lambda out: load_factory(factory, {}, None, folder, inputs, None, StageContext(out, probe))
+    )
+
+
+def build_stage(tmp_path_factory, stage_name: str, parent, options: dict, probe):
+    from edgeopt.context import StageContext
+    from edgeopt.stages import STAGES
+    from edgeopt.store import Store
+
+    stage = STAGES[stage_name]
+    store = Store(tmp_path_factory.mktemp(stage_name))
+    parsed = stage.options.model_validate(options)
+    return store.build("3" * 64, lambda out: stage.function(parent, parsed, StageContext(out, probe)))
+
+
+@pytest.fixture(scope="session")
+def bert_torch(tmp_path_factory, bert_probe):
+    return build_factory(tmp_path_factory, "factories:tiny_bert", BERT_INPUTS, bert_probe)
+
+
+@pytest.fixture(scope="session", params=["dynamo", "torchscript"])
+def bert_onnx(request, tmp_path_factory, bert_torch, bert_probe):
+    """The BERT-style encoder exported by each exporter."""
+    return build_stage(tmp_path_factory, "export_onnx", bert_torch, {"exporter": request.param}, bert_probe)
+
+
+@pytest.fixture(scope="session")
+def digits_onnx_torchscript(tmp_path_factory, digits, digits_cnn):
+    """The digits CNN exported by the TorchScript-based exporter: a second route into ONNX."""
+    return build_stage(
+        tmp_path_factory, "export_onnx", digits_cnn, {"exporter": "torchscript", "opset": 13}, digits.probe()
+    )
+
+
+@pytest.fixture(scope="session")
+def overflow_onnx(tmp_path_factory, digits):
+    """A model whose intermediate values pass FP16's range (see factories.overflows_fp16)."""
+    inputs = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)
+    torch_model = build_factory(tmp_path_factory, "factories:overflows_fp16", inputs, digits.probe())
+    return build_stage(tmp_path_factory, "export_onnx", torch_model, {"exporter": "torchscript"}, digits.probe())

@@ -24,3 +24,43 @@ def two_outputs() -> nn.Module:
 
 def not_a_module():
     return "a string"
+
+
+def tiny_bert() -> nn.Module:
+    """A 2-layer BERT-style encoder from a transformers config (random weights, no download)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = BertModel(config, add_pooling_layer=False)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    return Encoder()
+
+
+def overflows_fp16() -> nn.Module:
+    """Intermediate values near 1e5, beyond FP16's 65504, scaled back before the output."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(64, 10)
+
+        def forward(self, image):
+            return self.linear(image.flatten(1)) * 1e5 / 1e5 + 1.0
+
+    return Scaled()

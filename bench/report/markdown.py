@@ -50,6 +50,7 @@ def render(document: dict) -> str:
             f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
             f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
         )
+    lines += _graph_section(document["artifacts"])
     lines += [
         "",
         "## Latency and accuracy",
@@ -80,3 +81,36 @@ def render(document: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def op_changes(before: dict[str, int], after: dict[str, int]) -> str:
+    """The op histogram's difference, largest first: `-Cast×12, -Shape×6, +Gelu×2`."""
+    delta = {op: after.get(op, 0) - before.get(op, 0) for op in before.keys() | after.keys()}
+    changed = sorted((d, op) for op, d in delta.items() if d)
+    changed.sort(key=lambda item: -abs(item[0]))
+    return ", ".join(f"{'+' if d > 0 else '-'}{op}×{abs(d)}" for d, op in changed) or "none"
+
+
+def _graph_section(artifacts: dict) -> list[str]:
+    rows = [
+        (name, artifact["facts"])
+        for name, artifact in artifacts.items()
+        if artifact["format"] == "onnx" and "node_count" in artifact["facts"]
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Graphs",
+        "",
+        "| variant | nodes | parameters | size | ops changed from its input |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for name, facts in rows:
+        before = facts.get("before")
+        nodes = f"{before['node_count']} → {facts['node_count']}" if before else str(facts["node_count"])
+        changes = op_changes(before["op_histogram"], facts["op_histogram"]) if before else "—"
+        if facts.get("fp32_nodes_overflow"):
+            changes = f"kept FP32 for range: {', '.join(facts['fp32_nodes_overflow'])}"
+        lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {_size(facts['size_bytes'])} | {changes} |")
+    return lines

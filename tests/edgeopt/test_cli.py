@@ -66,15 +66,16 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert main(["-q", "run", str(recipe), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
-    assert {
-        ("model", "torch-cpu", 1),
-        ("model", "torch-cpu", 32),
-        ("onnx", "ort-cpu", 1),
-        ("onnx", "ort-cpu", 32),
-    } <= rows
+    expected = {("model", "torch-cpu"), ("onnx", "ort-cpu"), ("simplified", "ort-cpu"), ("fp16", "ort-cpu")}
+    assert rows == {(variant, runtime, batch) for variant, runtime in expected for batch in (1, 32)}
     assert all(r["accuracy"]["top1"] >= 0.95 for r in results["rows"])
     assert all(r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"] for r in results["rows"])
-    assert results["artifacts"]["onnx"]["verification"]["passed"]
+    assert all(results["artifacts"][v]["verification"]["passed"] for v in ("onnx", "simplified", "fp16"))
+    fp16 = results["artifacts"]["fp16"]
+    assert fp16["precision"] == "fp16" and fp16["verification"]["outputs"][0]["cosine_min"] >= 0.999
+    simplified = results["artifacts"]["simplified"]["facts"]
+    assert simplified["node_count"] <= simplified["before"]["node_count"]
+    assert "## Graphs" in (out / "report.md").read_text()
 
 
 def test_cli_run_interrupted_then_resumed_reuses_the_finished_stage(mlp_recipe, tmp_path, capsys, monkeypatch):
@@ -200,6 +201,10 @@ def test_cli_run_bad_input_gets_one_line_and_exit_2(case, mlp_recipe, tmp_path, 
         (["export", "factories:tiny_mlp", "-o", "m.onnx"], "needs --input NAME:SHAPE:DTYPE"),
         (["export", "digits-cnn", "-o", "m.onnx", "--opset", "3"], "--opset: opset 3 is outside 9.."),
         (["bench", "absent.onnx"], "absent.onnx: not found"),
+        (["simplify", "digits.npz", "-o", "s.onnx"], "not an .onnx file or an artifact directory"),
+        (["simplify", "absent.onnx", "-o", "s.onnx"], "absent.onnx: not found"),
+        (["fp16", "factories.py", "-o", "h.onnx"], "not an .onnx file or an artifact directory"),
+        (["simplify", "digits.npz", "-o", "no/such/dir/s.onnx"], "folder no/such/dir does not exist"),
         (["bench", "digits.npz"], "not an .onnx file or an artifact directory"),
         (["bench", "digits.npz", "--runtime", "tflite"], "runtime 'tflite' is not one of"),
     ],
@@ -260,3 +265,18 @@ def test_cli_run_an_onnx_file_source_benchmarks_it_on_onnx_runtime(digits_onnx, 
     assert [(r["variant"], r["runtime"]) for r in results["rows"]] == [("model", "ort-cpu")]
     assert results["rows"][0]["accuracy"]["top1"] >= 0.95
     assert results["artifacts"]["model"]["facts"]["node_count"] == digits_onnx.facts["node_count"]
+
+
+def test_cli_simplify_and_fp16_write_verified_models(digits_onnx_torchscript, factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    source = str(digits_onnx_torchscript.path)
+    assert main(["simplify", source, "-o", "simple.onnx", "--probe", "digits.npz"]) == 0
+    assert "verified against the input" in capsys.readouterr().out
+    assert main(["fp16", "simple.onnx", "-o", "half.onnx", "--keep-op", "Gemm"]) == 0
+    out = capsys.readouterr().out
+    assert "half.onnx:" in out and "min cosine" in out
+    import onnx
+
+    half = onnx.load("half.onnx")
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not [p.name for p in factory_dir.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,80 @@
+"""Loading and saving ONNX models safely, including models over protobuf's 2 GB limit.
+
+External-data locations must stay inside the model's folder: no absolute paths, no
+`..`, no symlinks leading out. Models whose weights pass EXTERNAL_DATA_BYTES are saved
+with their tensors in one `<name>.data` file beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from edgeopt.errors import ModelLoadError, first_line
+
+# protobuf cannot serialise a message over 2 GB; stay well below it.
+EXTERNAL_DATA_BYTES = 1_500_000_000
+
+
+def external_data_files(path: Path, model: onnx.ModelProto) -> list[Path]:
+    """The external-data files a model names, each checked to lie inside its folder."""
+    folder = path.parent.resolve()
+    files = []
+    for location in sorted({ExternalDataInfo(t).location for t in _all_tensors(model) if uses_external_data(t)}):
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelLoadError(
+                f"{path}: external data '{location}' points outside the model's folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise ModelLoadError(f"{path}: external data file '{location}' is missing")
+        files.append(target)
+    return files
+
+
+def load_onnx(path: Path, load_weights: bool = True) -> onnx.ModelProto:
+    """Parse a model, check where its external data lives, then load the weights."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # DecodeError, OSError... for files that are not ONNX
+        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+    files = external_data_files(path, model)
+    if load_weights and files:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as err:  # truncated data files raise ValueError/OSError
+            raise ModelLoadError(f"{path}: cannot read its external data: {first_line(err)}") from err
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Save a model; large ones keep their weights in `<name>.data` beside it."""
+    external = tensor_bytes(model) > EXTERNAL_DATA_BYTES
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+        size_threshold=1024,
+    )
+
+
+def check_onnx(path: Path, full: bool = False) -> None:
+    """The ONNX checker, by path so that models over 2 GB are checked too; `full` adds
+    strict shape inference (types must agree everywhere)."""
+    onnx.checker.check_model(str(path), full_check=full)
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in _all_tensors(model))
+
+
+def _all_tensors(model: onnx.ModelProto):
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t

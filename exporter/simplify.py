@@ -1,0 +1,96 @@
+"""The `simplify` stage: constant folding, dead-node removal, shape inference and fusions
+by a maintained simplifier, verified against the input model.
+
+Measured here on a BERT-style encoder: onnxslim takes the TorchScript export from 300
+to 133 nodes (onnx-simplifier: 160) and the dynamo export from 125 to 110 (108), so it is
+the default. ONNX Runtime's offline basic optimizations added nodes on both (127 and 112
+after onnxslim), so they are not applied; ORT runs them at load time anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+from enum import StrEnum
+
+import onnx
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.artifact import Artifact
+from edgeopt.context import StageContext
+from edgeopt.errors import ExportError, first_line
+from exporter.onnx_facts import graph_io, input_facts, model_facts
+from exporter.onnx_io import check_onnx, load_onnx, save_onnx
+from exporter.verify import Tolerance, verify_against
+
+log = logging.getLogger(__name__)
+
+
+class Simplifier(StrEnum):
+    ONNXSLIM = "onnxslim"
+    ONNXSIM = "onnxsim"
+
+
+class SimplifyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    simplifier: Simplifier = Field(
+        Simplifier.ONNXSLIM, description="onnxslim (fewer nodes on TorchScript exports) or onnxsim"
+    )
+    tolerance: Tolerance = Field(Tolerance(), description="how close the outputs must stay to the input model's")
+
+
+def simplify(artifact: Artifact, options: SimplifyOptions, context: StageContext) -> Artifact:
+    """Simplify an ONNX artifact; the node count never grows (the input is kept if it would)."""
+    model = load_onnx(artifact.path)
+    before = input_facts(model, artifact.path)
+    simplified = _run_simplifier(options.simplifier, model, artifact)
+    kept_input = len(simplified.graph.node) > len(model.graph.node)
+    if kept_input:
+        log.warning("%s made %s larger; keeping the input graph", options.simplifier, artifact.path.name)
+        simplified = model
+    path = context.out_dir / "model.onnx"
+    save_onnx(simplified, path)
+    try:
+        check_onnx(path)
+    except Exception as err:  # onnx.checker.ValidationError
+        raise ExportError(f"{options.simplifier} produced an invalid model: {first_line(err)}") from err
+    result = Artifact(
+        path=path,
+        format=artifact.format,
+        precision=artifact.precision,
+        stage="simplify",
+        options=options.model_dump(mode="json"),
+        parent=artifact.sha256,
+        io=graph_io(simplified),
+        facts={
+            **model_facts(simplified, path),
+            "before": before,
+            "simplifier": str(options.simplifier),
+            "kept_input": kept_input,
+        },
+    )
+    verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)
+    return dataclasses.replace(result, verification=verification)
+
+
+def _run_simplifier(simplifier: Simplifier, model: onnx.ModelProto, artifact: Artifact) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if simplifier is Simplifier.ONNXSLIM:
+                import onnxslim
+
+                return onnxslim.slim(copy)
+            import onnxsim
+
+            simplified, ok = onnxsim.simplify(copy)
+    except Exception as err:  # both libraries raise whatever their passes raise
+        other = "onnxsim" if simplifier is Simplifier.ONNXSLIM else "onnxslim"
+        raise ExportError(f"{artifact.path}: {simplifier} failed: {first_line(err)} (try simplifier: {other})") from err
+    if not ok:
+        raise ExportError(f"{artifact.path}: onnxsim's own check of its result failed (try simplifier: onnxslim)")
+    return simplified
