@@ -35,6 +35,6 @@ STAGES: dict[str, Stage] = {
         simplify, SimplifyOptions, 1, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
     ),
     "convert_fp16": Stage(
-        convert_fp16, ConvertFp16Options, 1, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
+        convert_fp16, ConvertFp16Options, 2, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
     ),
 }

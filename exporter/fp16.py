@@ -46,6 +46,7 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
     if artifact.precision is not Precision.FP32:
         raise ExportError(f"{artifact.path}: convert_fp16 takes an fp32 model, this one is {artifact.precision}")
     model = load_onnx(artifact.path)
+    before = input_facts(model, artifact.path)  # the converter edits `model` in place
     overflowing = _overflowing_nodes(artifact, model, context, options.overflow_margin * FP16_MAX)
     # shape inference on the weight-less skeleton: the converter's own serialises the whole
     # model, which fails past protobuf's 2 GB
@@ -84,7 +85,7 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
         io=graph_io(converted),
         facts={
             **model_facts(converted, path),
-            "before": input_facts(model, artifact.path),
+            "before": before,
             "fp32_nodes_overflow": overflowing,
             "fp32_ops_listed": kept,
         },

@@ -18,6 +18,7 @@ def test_fp16_digits_keeps_cosine_and_top1(digits_onnx, digits, tmp_path):
     assert _initializer_types(result.path) == {onnx.TensorProto.FLOAT16}
     assert [s.dtype for s in result.io.inputs] == ["float32"] and [s.dtype for s in result.io.outputs] == ["float32"]
     assert result.facts["size_bytes"] < 0.6 * digits_onnx.facts["size_bytes"]
+    assert result.facts["before"]["node_count"] == digits_onnx.facts["node_count"] < result.facts["node_count"]
     with load("ort-cpu", digits_onnx) as fp32, load("ort-cpu", result) as fp16:
         feeds = digits.test.inputs
         assert (fp16.run(feeds)["logits"].argmax(1) == fp32.run(feeds)["logits"].argmax(1)).mean() >= 0.99
