@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.accuracy import Accuracy
 from bench.latency import LatencyStats
+from edgeopt.errors import output_error
 
 SCHEMA_VERSION = 1
 
@@ -68,9 +69,14 @@ def results_document(
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write beside the target, then rename: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(path, err) from err
 
 
 def write_results(path: Path, document: dict) -> None:

@@ -125,11 +125,7 @@ def _run(args) -> int:
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
     )
-    try:
-        result = run(loaded, output, verbose=args.verbose)
-    except EdgeoptError:
-        log.error("FAILED in %.1f s", time.perf_counter() - started)
-        raise
+    result = run(loaded, output, verbose=args.verbose)
     _print_rows(result.document["rows"])
     print(f"report: {output / 'report.md'}")
     print(f"results: {output / 'results.json'}")

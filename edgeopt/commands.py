@@ -12,12 +12,7 @@ from pydantic import ValidationError
 
 from edgeopt.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec
 from edgeopt.context import StageContext
-from edgeopt.errors import (
-    ModelLoadError,
-    RecipeError,
-    RuntimeUnavailable,
-    VerificationError,
-)
+from edgeopt.errors import ModelLoadError, RecipeError, RuntimeUnavailable, VerificationError, output_error
 
 
 def random_feeds(inputs: tuple[TensorSpec, ...], sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -133,10 +128,13 @@ def _write_model(artifact: Artifact, output: Path) -> Artifact:
     """
     from exporter.onnx_io import load_onnx, save_onnx
 
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
-        save_onnx(load_onnx(artifact.path), Path(scratch) / output.name)
-        for produced in sorted(Path(scratch).iterdir(), key=lambda p: p.name == output.name):
-            os.replace(produced, output.parent / produced.name)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+            save_onnx(load_onnx(artifact.path), Path(scratch) / output.name)
+            for produced in sorted(Path(scratch).iterdir(), key=lambda p: p.name == output.name):
+                os.replace(produced, output.parent / produced.name)
+    except OSError as err:
+        raise output_error(output, err) from err
     return dataclasses.replace(artifact, path=output)
 
 
@@ -147,10 +145,9 @@ def open_artifact(path: Path) -> Artifact:
     if path.is_file() and path.suffix == ".onnx":
         from edgeopt.models import onnx_source_sha256
         from exporter.onnx_facts import graph_io
-        from exporter.onnx_io import load_onnx
+        from exporter.onnx_io import load_checked
 
-        model = load_onnx(path, load_weights=False)
-        io = graph_io(model)
+        io = graph_io(load_checked(path, load_weights=False))
         return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, io, onnx_source_sha256(path))
     if not path.exists():
         raise ModelLoadError(f"{path}: not found")

@@ -6,8 +6,10 @@ Sources: a built-in model (trained here on its bundled dataset), a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 from edgeopt.artifact import IO, Artifact, Format, Precision, TensorSpec
 from edgeopt.context import StageContext
 from edgeopt.data import Dataset
-from edgeopt.errors import ModelLoadError, first_line
+from edgeopt.errors import ModelLoadError, first_line, output_error
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +92,13 @@ def load_factory(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a hostile file is reported below, in one line
                 state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError for pickled objects, RuntimeError for corrupt zips
+        except pickle.UnpicklingError as err:
             raise ModelLoadError(
-                f"{weights}: not a loadable state dict (only tensors are accepted): {first_line(err)}"
+                f"{weights}: not a loadable state dict (only tensors are accepted): it pickles other objects "
+                "(code, whole modules); save model.state_dict() instead"
             ) from err
+        except Exception as err:  # RuntimeError for corrupt or truncated archives, EOFError, ...
+            raise ModelLoadError(f"{weights}: not a loadable state dict: {first_line(err, 120)}") from err
         if not isinstance(state, dict):
             raise ModelLoadError(f"{weights}: holds a {type(state).__name__}, expected a state dict")
         try:
@@ -102,6 +107,22 @@ def load_factory(
             raise ModelLoadError(f"{weights}: does not fit factory '{reference}': {first_line(err)}") from err
     options = {"factory": reference, "kwargs": kwargs, "weights": str(weights) if weights else None}
     return _save_module(module.eval(), reference, kwargs, search_dir, inputs, outputs, context, options)
+
+
+def load_pickled(path: Path, inputs, outputs, context: StageContext) -> Artifact:
+    """Unpickle a whole nn.Module. This runs code from the file: the recipe must say it trusts it."""
+    import torch
+
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # anything the pickle's own code raises
+        raise ModelLoadError(f"{path}: cannot unpickle a model from it: {first_line(err)}") from err
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"{path}: holds a {type(module).__name__}, not a torch.nn.Module")
+    options = {"pickled": str(path)}
+    artifact = _save_module(module, None, {}, None, inputs, outputs, context, options)
+    facts = {**artifact.facts, "pickled": str(path.resolve()), "pickled_sha256": file_sha256(path)}
+    return dataclasses.replace(artifact, facts=facts)
 
 
 def _save_module(
@@ -129,7 +150,10 @@ def _save_module(
             f"model '{factory}' fails on the sample inputs {[tuple(e.shape) for e in example]}: {first_line(err)}"
         ) from err
     path = context.out_dir / WEIGHTS_FILE
-    torch.save(module.state_dict(), path)
+    try:
+        torch.save(module.state_dict(), path)
+    except RuntimeError as err:  # torch reports a refused write (full disk, size limit) as an iostream error
+        raise output_error(context.out_dir.parent, err) from err
     facts = {
         "factory": factory,
         "factory_kwargs": kwargs,
@@ -152,13 +176,9 @@ def _save_module(
 def copy_onnx(source: Path, context: StageContext) -> Artifact:
     """Check an ONNX file and save a copy (external data included) into the store."""
     from exporter.onnx_facts import graph_io, model_facts
-    from exporter.onnx_io import check_onnx, load_onnx, save_onnx
+    from exporter.onnx_io import load_checked, save_onnx
 
-    model = load_onnx(source)
-    try:
-        check_onnx(source)
-    except Exception as err:  # onnx.checker.ValidationError and friends
-        raise ModelLoadError(f"{source}: not a valid ONNX model: {first_line(err)}") from err
+    model = load_checked(source)
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
     return Artifact(

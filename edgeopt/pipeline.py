@@ -30,6 +30,7 @@ from edgeopt.models import (
     copy_onnx,
     file_sha256,
     load_factory,
+    load_pickled,
     onnx_source_sha256,
     train_builtin,
 )
@@ -100,9 +101,9 @@ def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
     if recipe.model.builtin is not None:
         return BUILTIN_MODELS[recipe.model.builtin].inputs
     from exporter.onnx_facts import graph_io
-    from exporter.onnx_io import load_onnx
+    from exporter.onnx_io import load_checked
 
-    return graph_io(load_onnx(loaded.resolve(recipe.model.onnx), load_weights=False)).inputs
+    return graph_io(load_checked(loaded.resolve(recipe.model.onnx), load_weights=False)).inputs
 
 
 def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:
@@ -159,6 +160,18 @@ def _source(
             )
 
         label = source.factory
+    elif source.pickled is not None:
+        pickled = loaded.resolve(source.pickled)
+        options = {
+            "pickled_sha256": file_sha256(pickled),
+            "inputs": [spec.__dict__ for spec in inputs],
+            "outputs": loaded.recipe.outputs,
+        }
+
+        def make(out_dir: Path) -> Artifact:
+            return load_pickled(pickled, inputs, loaded.recipe.outputs, StageContext(out_dir, probe_feeds, verbose))
+
+        label = pickled.name
     else:
         path = loaded.resolve(source.onnx)
         options = {"onnx_sha256": onnx_source_sha256(path)}

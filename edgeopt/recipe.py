@@ -36,14 +36,25 @@ class ModelSource(_Strict):
         None, description="a state-dict file for the factory's module, loaded with weights_only=True"
     )
     onnx: Path | None = Field(None, description="an ONNX file")
+    pickled: Path | None = Field(
+        None, description="a whole pickled nn.Module (torch.save(model)); loading it runs code from the file"
+    )
+    trust_pickle: bool = Field(False, description="required with pickled: you made the file, or trust who did")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:
         from edgeopt.models import BUILTIN_MODELS
 
-        given = [k for k in ("builtin", "factory", "onnx") if getattr(self, k) is not None]
+        given = [k for k in ("builtin", "factory", "onnx", "pickled") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of builtin, factory, onnx (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of builtin, factory, onnx, pickled (got {', '.join(given) or 'none'})")
+        if self.pickled is not None and not self.trust_pickle:
+            raise ValueError(
+                "loading a pickled model runs code from the file: set trust_pickle: true only for a file "
+                "you trust, or give factory with a state-dict weights file instead"
+            )
+        if self.trust_pickle and self.pickled is None:
+            raise ValueError("trust_pickle goes with pickled only")
         if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
             raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join(BUILTIN_MODELS)}")
         if self.factory is None and (self.weights is not None or self.kwargs):
@@ -107,10 +118,10 @@ class Recipe(_Strict):
         from edgeopt.stages import STAGES
         from runtimes import RUNTIMES
 
-        if self.model.factory is not None and self.inputs is None:
-            raise ValueError("a factory model needs inputs (name, shape, dtype for each)")
-        if self.model.factory is None and self.outputs is not None:
-            raise ValueError("outputs go with a factory model only")
+        if (self.model.factory or self.model.pickled) is not None and self.inputs is None:
+            raise ValueError("a factory or pickled model needs inputs (name, shape, dtype for each)")
+        if self.model.factory is None and self.model.pickled is None and self.outputs is not None:
+            raise ValueError("outputs go with a factory or pickled model only")
         if self.model.builtin is None and self.data is None:
             raise ValueError("data is required (a built-in dataset or an .npz)")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -205,6 +216,7 @@ def validate_recipe(data: Any, path: Path) -> LoadedRecipe:
     for key, file in (
         ("model.weights", recipe.model.weights),
         ("model.onnx", recipe.model.onnx),
+        ("model.pickled", recipe.model.pickled),
         ("data.npz", recipe.data and recipe.data.npz),
     ):
         if file is not None and not loaded.resolve(file).is_file():

@@ -8,6 +8,7 @@ when complete, so no reader ever sees half an artifact. A directory without
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -16,9 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeopt.artifact import ARTIFACT_JSON, Artifact, canonical_sha256, directory_sha256
+from edgeopt.errors import output_error
 
 log = logging.getLogger(__name__)
 
+# errno values that mean "this folder cannot take the write", not a bug of ours
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR}
 _KEY_DIR = re.compile(r"^[0-9a-f]{12}$")
 _TMP_DIR = re.compile(r"^\.tmp-[0-9a-f]{12}-(\d+)$")
 
@@ -39,7 +43,10 @@ def stage_key(parent_sha256: str | None, stage: str, version: int, options: dict
 class Store:
     def __init__(self, root: Path):
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise output_error(root, err) from err
         self._remove_debris()
 
     def get(self, key: str) -> Artifact | None:
@@ -59,8 +66,8 @@ class Store:
         final = self.root / key[:12]
         tmp = self.root / f".tmp-{key[:12]}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             artifact = make(tmp)
             facts = {**artifact.facts, "cache_key": key}
             artifact = dataclasses.replace(artifact, sha256=directory_sha256(tmp), facts=facts)
@@ -68,6 +75,11 @@ class Store:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if err.errno in _WRITE_ERRORS:
+                raise output_error(self.root, err) from err
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -16,7 +16,10 @@ def tensor_specs(values) -> tuple[TensorSpec, ...]:
     for value in values:
         tensor_type = value.type.tensor_type
         dims = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor_type.shape.dim)
-        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        except (KeyError, ValueError):  # not a tensor (a sequence, a map) or an unknown element type
+            dtype = "object"
         specs.append(TensorSpec(value.name, dims, dtype))
     return tuple(specs)
 

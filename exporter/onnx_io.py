@@ -78,3 +78,37 @@ def _all_tensors(model: onnx.ModelProto):
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
+
+
+def check_declared_inputs(path: Path, inputs) -> None:
+    """Every model input has a name and sane dims: positive sizes or symbolic names."""
+    if not inputs:
+        raise ModelLoadError(f"{path}: the graph declares no inputs (weights listed as inputs do not count)")
+    for spec in inputs:
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int) and dim <= 0:
+                raise ModelLoadError(
+                    f"{path}: input '{spec.name}' declares dim {axis} as {dim}; sizes must be positive or named"
+                )
+        if spec.dtype == "object":
+            raise ModelLoadError(f"{path}: input '{spec.name}' has type {spec.dtype}, which edgeopt cannot feed")
+
+
+def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
+    """A user's model, validated before any work: parses, external data confined, passes
+    the ONNX checker, a known opset, and inputs edgeopt can feed."""
+    from exporter.onnx_facts import graph_io
+
+    model = load_onnx(path, load_weights=load_weights)
+    try:
+        check_onnx(path)
+    except Exception as err:  # onnx.checker.ValidationError and friends
+        raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not 1 <= opset <= newest:
+        raise ModelLoadError(
+            f"{path}: opset {opset} is not one this onnx knows (1..{newest}); re-export it with a supported opset"
+        )
+    check_declared_inputs(path, graph_io(model).inputs)
+    return model

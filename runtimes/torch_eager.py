@@ -35,15 +35,31 @@ def build_module(artifact: Artifact):
     """The eval-mode nn.Module of a torch artifact, on the CPU."""
     import torch
 
-    factory_dir = artifact.facts.get("factory_dir")
-    factory = resolve_factory(artifact.facts["factory"], Path(factory_dir) if factory_dir else None)
-    module = factory(**artifact.facts.get("factory_kwargs", {}))
+    if artifact.facts.get("pickled"):
+        module = _trusted_pickle(Path(artifact.facts["pickled"]), artifact.facts["pickled_sha256"])
+    else:
+        factory_dir = artifact.facts.get("factory_dir")
+        factory = resolve_factory(artifact.facts["factory"], Path(factory_dir) if factory_dir else None)
+        module = factory(**artifact.facts.get("factory_kwargs", {}))
     try:
         state = torch.load(artifact.path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
     except Exception as err:  # torch raises RuntimeError/UnpicklingError/KeyError here
         raise ModelLoadError(f"{artifact.path}: cannot load the state dict: {first_line(err)}") from err
     return module.eval()
+
+
+def _trusted_pickle(path: Path, sha256: str):
+    """The module of a pickled model whose recipe said trust_pickle, only if the file is unchanged."""
+    import torch
+
+    from edgeopt.models import file_sha256
+
+    if not path.is_file() or file_sha256(path) != sha256:
+        raise ModelLoadError(
+            f"{path}: the trusted pickled model is gone or changed since it was trusted; run the recipe again"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 class TorchSession(SessionBase):

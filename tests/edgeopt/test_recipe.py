@@ -38,7 +38,7 @@ def test_recipe_every_shipped_recipe_loads(path):
             {"variants": {"a": {"stage": "export_onnx", "options": {"tolerance": {"atl": 1}}}}},
             "variants.a.options.tolerance.atl: unknown key (expected one of atol, rtol, min_cosine)",
         ),
-        ({"model": {"factory": "pkg.mod:make"}}, "a factory model needs inputs"),
+        ({"model": {"factory": "pkg.mod:make"}}, "a factory or pickled model needs inputs"),
         (
             {"variants": {"a": {"stage": "export_onnx"}, "b": {"stage": "export_onnx", "from": "a"}}},
             "variants.b: stage export_onnx takes a torch model, but 'a' is onnx",
