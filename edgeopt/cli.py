@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         "--probe", type=Path, metavar="DATA.npz", help="real samples to verify on (default: seeded random)"
     )
 
+    quantize = verbs.add_parser("quantize", help="quantize an ONNX model to INT8, calibrated on real samples")
+    quantize.add_argument("model", type=Path, metavar="IN.onnx")
+    quantize.add_argument("--calibration", type=Path, metavar="DATA.npz", help="one array per input, samples first")
+    quantize.add_argument("-o", "--output", type=Path, required=True)
+    quantize.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    quantize.add_argument("--percentile", type=float, default=99.999)
+    quantize.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu")
+    quantize.add_argument("--samples", type=int, default=256, help="calibration samples drawn (seeded)")
+    quantize.add_argument("--dynamic", action="store_true", help="dynamic INT8: weights only, no calibration")
+
     bench = verbs.add_parser("bench", help="time ONNX files on a runtime with random inputs")
     bench.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
     bench.add_argument("--runtime", action="append", dest="runtimes", metavar="ID")
@@ -98,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": _export,
             "simplify": _simplify,
             "fp16": _fp16,
+            "quantize": _quantize,
             "bench": _bench,
             "doctor": _doctor,
         }
@@ -203,6 +214,19 @@ def _fp16(args) -> int:
     return _report_transform(
         transform_command("convert_fp16", args.model, args.output, options, args.probe), args.output
     )
+
+
+def _quantize(args) -> int:
+    from edgeopt.commands import transform_command
+
+    if args.dynamic:
+        artifact = transform_command("quantize_dynamic", args.model, args.output, {}, None)
+    else:
+        if args.calibration is None:
+            raise RecipeError("quantize: static INT8 needs --calibration DATA.npz (or --dynamic)")
+        options = {"method": args.method, "percentile": args.percentile, "target": args.target, "samples": args.samples}
+        artifact = transform_command("quantize_int8", args.model, args.output, options, None, args.calibration)
+    return _report_transform(artifact, args.output)
 
 
 def _report_transform(artifact, output: Path) -> int:

@@ -92,8 +92,18 @@ def export_command(
         return _write_model(exported, output)
 
 
-def transform_command(stage_name: str, source: Path, output: Path, options: dict, probe_path: Path | None) -> Artifact:
-    """Run one ONNX → ONNX stage outside a recipe; nothing is written unless it verifies."""
+def transform_command(
+    stage_name: str,
+    source: Path,
+    output: Path,
+    options: dict,
+    probe_path: Path | None,
+    calibration_path: Path | None = None,
+) -> Artifact:
+    """Run one ONNX → ONNX stage outside a recipe; nothing is written unless it verifies.
+
+    Verification uses --probe samples, else the first calibration samples, else seeded
+    random ones."""
     from edgeopt.data import load_npz
     from edgeopt.recipe import describe
     from edgeopt.stages import STAGES
@@ -110,9 +120,15 @@ def transform_command(stage_name: str, source: Path, output: Path, options: dict
     if artifact.format is not Format.ONNX:
         raise ModelLoadError(f"{source}: {stage_name} takes an ONNX model")
     inputs = artifact.io.inputs
-    probe = load_npz(probe_path, inputs).probe() if probe_path else random_feeds(inputs, probe_sizes(inputs))
+    calibration = load_npz(calibration_path, inputs).test if calibration_path else None
+    if probe_path:
+        probe = load_npz(probe_path, inputs).probe()
+    elif calibration is not None:
+        probe = calibration.take(0, 8)
+    else:
+        probe = random_feeds(inputs, probe_sizes(inputs))
     with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
-        result = stage.function(artifact, parsed, StageContext(Path(scratch), probe))
+        result = stage.function(artifact, parsed, StageContext(Path(scratch), probe, calibration=calibration))
         if not result.verification.passed:
             raise VerificationError(
                 f"{output}: not written: the result differs from {source}: {describe_failures(result.verification)}"

@@ -8,16 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.data import Split
+
 
 @dataclass(frozen=True)
 class StageContext:
     """out_dir: where the stage writes its files (renamed into place by the store).
     probe: held-out real samples, one array per model input, to verify the output on.
+    calibration: real samples for stages that calibrate (never the held-out test split
+    where a train split exists).
     """
 
     out_dir: Path
     probe: dict[str, np.ndarray]
     verbose: bool = False
+    calibration: Split | None = None
 
 
 def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:

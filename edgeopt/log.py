@@ -32,10 +32,18 @@ def configure(verbosity: int) -> None:
         handler.setFormatter(
             logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity == VERBOSE else "%(message)s")
         )
+    if verbosity != VERBOSE:
+        handler.addFilter(_not_from_libraries)
     root.addHandler(handler)
     root.setLevel(level)
     for name in _NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity == VERBOSE else logging.ERROR)
+
+
+def _not_from_libraries(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantization tools log on the root logger itself (every edgeopt module
+    has a named one); keep them below -v."""
+    return record.name != "root"
 
 
 @contextmanager

@@ -6,6 +6,7 @@ options, probe samples), so a re-run rebuilds nothing and a killed run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -61,6 +62,9 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     total = 1 + len(loaded.order)
 
     probe_sha256 = probe_fingerprint(probe_feeds)
+    # calibrate on the train split where there is one, so the test split stays held out
+    calibration = dataset.train or dataset.test
+    calibration_sha256 = probe_fingerprint(calibration.inputs)
     root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
     artifacts: dict[str, Artifact] = {"model": root}
     for position, name in enumerate(loaded.order, start=2):
@@ -68,9 +72,10 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         stage = STAGES[variant.stage]
         parent = artifacts[variant.from_]
         options = loaded.options[name]
-        key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), probe_sha256)
-
-        make = functools.partial(_run_stage, stage, parent, options, probe_feeds, verbose)
+        samples = probe_sha256 + (calibration_sha256 if stage.calibrated else "")
+        key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), samples)
+        context = StageContext(store.root, probe_feeds, verbose, calibration)
+        make = functools.partial(_run_stage, stage, parent, options, context)
         artifact = _build_or_reuse(store, key, make, f"[{position}/{total}] {variant.stage}", name)
         if artifact.verification is not None and not artifact.verification.passed:
             raise VerificationError(
@@ -184,8 +189,8 @@ def _source(
     return _build_or_reuse(store, key, make, f"[1/{total}] load_model", label)
 
 
-def _run_stage(stage, parent: Artifact, options, probe_feeds: dict, verbose: bool, out_dir: Path) -> Artifact:
-    return stage.function(parent, options, StageContext(out_dir, probe_feeds, verbose))
+def _run_stage(stage, parent: Artifact, options, context: StageContext, out_dir: Path) -> Artifact:
+    return stage.function(parent, options, dataclasses.replace(context, out_dir=out_dir))
 
 
 def _build_or_reuse(store: Store, key: str, make, step: str, label: str) -> Artifact:
@@ -213,6 +218,12 @@ def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Da
     for name, artifact in artifacts.items():
         for runtime_id in loaded.recipe.runtimes:
             if RUNTIMES[runtime_id].format != artifact.format:
+                continue
+            if artifact.facts.get("target") == "tensorrt" and runtime_id == "ort-cpu":
+                reason = (
+                    "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
+                )
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
                 continue
             availability = probe(runtime_id)
             if not availability.ok:

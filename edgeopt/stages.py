@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from edgeopt.artifact import Format
 from exporter.fp16 import ConvertFp16Options, convert_fp16
+from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
 from exporter.simplify import SimplifyOptions, simplify
 from exporter.torch_export import ExportOnnxOptions, export_onnx
 
@@ -25,6 +26,7 @@ class Stage:
     accepts: Format
     produces: Format
     description: str
+    calibrated: bool = False
 
 
 STAGES: dict[str, Stage] = {
@@ -36,5 +38,17 @@ STAGES: dict[str, Stage] = {
     ),
     "convert_fp16": Stage(
         convert_fp16, ConvertFp16Options, 2, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
+    ),
+    "quantize_int8": Stage(
+        quantize_int8,
+        QuantizeInt8Options,
+        1,
+        Format.ONNX,
+        Format.ONNX,
+        "static INT8 (QDQ), calibrated",
+        calibrated=True,
+    ),
+    "quantize_dynamic": Stage(
+        quantize_dynamic, QuantizeDynamicOptions, 1, Format.ONNX, Format.ONNX, "INT8 weights, activations per call"
     ),
 }

@@ -80,22 +80,28 @@ def describe_failures(verification: Verification) -> str:
 
 
 def verify_against(
-    reference: Artifact, candidate: Artifact, probe: dict[str, np.ndarray], tolerance: Tolerance, verbose: bool = False
+    reference: Artifact,
+    candidate: Artifact,
+    probe: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    verbose: bool = False,
+    simulate: bool = False,
 ) -> Verification:
     """Run both artifacts on the CPU over the probe samples and compare every output.
 
     Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
-    inputs gets FP16 feeds).
+    inputs gets FP16 feeds). `simulate` runs the candidate unoptimized: the QDQ semantics,
+    for artifacts meant for another runtime's INT8 kernels (TensorRT).
     """
     from runtimes import load
     from runtimes.base import SessionOptions
 
     outputs = []
-    for artifact in (reference, candidate):
+    for artifact, optimize in ((reference, True), (candidate, not simulate)):
         runtime_id = "torch-cpu" if artifact.format is Format.TORCH else "ort-cpu"
-        with load(runtime_id, artifact, SessionOptions(verbose=verbose)) as session:
+        with load(runtime_id, artifact, SessionOptions(verbose=verbose, optimize=optimize)) as session:
             feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
             outputs.append(session.run(feeds))
     expected, actual = outputs
-    name = f"{reference.stage} {reference.sha256[:12]}"
+    name = f"{reference.stage} {reference.sha256[:12]}" + (" (QDQ simulated)" if simulate else "")
     return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)

@@ -24,10 +24,13 @@ class Availability:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """threads: intra-op threads (None: the runtime's default)."""
+    """threads: intra-op threads (None: the runtime's default).
+    optimize: False runs the graph as written (ONNX Runtime: no fusions, so QDQ pairs are
+    evaluated in float, which simulates INT8 exactly rather than with this CPU's kernels)."""
 
     threads: int | None = None
     verbose: bool = False
+    optimize: bool = True
 
 
 class Session(Protocol):

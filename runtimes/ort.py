@@ -81,7 +81,10 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> OrtSession
     import onnxruntime as ort
 
     session_options = ort.SessionOptions()
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if options.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    session_options.graph_optimization_level = level
     session_options.log_severity_level = 1 if options.verbose else 3
     if options.threads is not None:
         session_options.intra_op_num_threads = options.threads

@@ -92,6 +92,14 @@ def _npz(folder: Path, **arrays) -> list[str]:
 
 GOOD = np.zeros((4, 1, 8, 8), np.float32)
 
+
+def _quantize(folder: Path, **arrays) -> list[str]:
+    """Static INT8 of a small valid model, calibrated on `arrays`."""
+    (folder / "m.onnx").write_bytes(_graph_model().SerializeToString())
+    np.savez(folder / "cal.npz", **arrays)
+    return ["quantize", "m.onnx", "--calibration", "cal.npz", "-o", "q.onnx"]
+
+
 CASES = {
     # recipes
     "recipe: unknown key": (lambda f: (_edit(f, "outputs:", "outptus:"), _run(f))[1], "outptus: unknown key"),
@@ -209,6 +217,21 @@ CASES = {
     "data: bad labels": (
         lambda f: _npz(f, image=GOOD, labels=np.zeros(3, np.int64)),
         "'labels' must be 4 integer class indices",
+    ),
+    # calibration data
+    "calibration: wrong input name": (
+        lambda f: _quantize(f, image=np.ones((8, 64), np.float32)),
+        "no array for input(s) x; it holds image",
+    ),
+    "calibration: wrong shape": (
+        lambda f: _quantize(f, x=np.ones((8, 63), np.float32)),
+        "'x' dim 1 is 63, the model expects 64",
+    ),
+    "calibration: infinite values": (lambda f: _quantize(f, x=np.full((8, 64), np.inf, np.float32)), "NaN or infinite"),
+    "calibration: zero samples": (lambda f: _quantize(f, x=np.ones((0, 64), np.float32)), "holds zero samples"),
+    "calibration: missing": (
+        lambda f: (_quantize(f, x=np.ones((8, 64), np.float32)), ["quantize", "m.onnx", "-o", "q.onnx"])[1],
+        "needs --calibration DATA.npz",
     ),
     # ONNX files
     "onnx: truncated": (

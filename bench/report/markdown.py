@@ -71,6 +71,10 @@ def render(document: dict) -> str:
             f"{_ms(latency['mean_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
             f"{row['load_s']:.3f} | {_pct(accuracy['top1'])} | {_pct(accuracy['agreement_top1'])} |"
         )
+    notes = int8_notes(document)
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {note}" for note in notes]
     if document["skipped"]:
         lines += ["", "## Not measured", ""]
         lines += [f"- {s['variant']} on {s['runtime']}: {s['reason']}" for s in document["skipped"]]
@@ -114,3 +118,45 @@ def _graph_section(artifacts: dict) -> list[str]:
             changes = f"kept FP32 for range: {', '.join(facts['fp32_nodes_overflow'])}"
         lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {_size(facts['size_bytes'])} | {changes} |")
     return lines
+
+
+def int8_notes(document: dict) -> list[str]:
+    """Say plainly where an INT8 artifact is not faster than its float parent, and why."""
+    artifacts = document["artifacts"]
+    by_sha = {artifact["sha256"]: name for name, artifact in artifacts.items()}
+    p50 = {(r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
+    vnni = {"avx512_vnni", "avx_vnni"} & set(document["machine"]["cpu_flags"])
+    notes = []
+    for name, artifact in artifacts.items():
+        if not artifact["precision"].startswith("int8"):
+            continue
+        parent = by_sha.get(artifact["parent"])
+        flavour = artifact["facts"].get("flavour")
+        if flavour:
+            notes.append(
+                f"{name}: {artifact['facts']['method']} calibration on {artifact['facts']['calibration_samples']} "
+                f"samples, for {artifact['facts']['target']}: {flavour['activations']} activations, "
+                f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
+            )
+        slower = [
+            (key, p50[key], p50[(parent, *key[1:])])
+            for key in p50
+            if key[0] == name and (parent, *key[1:]) in p50 and p50[key] >= p50[(parent, *key[1:])]
+        ]
+        if not slower:
+            continue
+        reasons = []
+        if artifact["facts"].get("parameters", 0) < 1_000_000:
+            reasons.append(
+                f"the model is tiny ({artifact['facts']['parameters']:,} weights), so quantize/dequantize "
+                "overhead outweighs the arithmetic INT8 saves"
+            )
+        if not vnni:
+            reasons.append("this CPU has no VNNI, so each INT8 dot product takes several instructions")
+        cases = ", ".join(
+            f"{k[1]} batch {k[2]} × {k[3]} threads: {mine:.3f} vs {theirs:.3f} ms" for k, mine, theirs in slower
+        )
+        notes.append(
+            f"**{name} is not faster than its float parent {parent}** ({cases}). Likely: {'; '.join(reasons) or 'operators left in float'}."
+        )
+    return notes

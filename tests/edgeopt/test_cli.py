@@ -51,7 +51,7 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert main(["-q", "run", str(recipe), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
-    expected = {("model", "torch-cpu"), ("onnx", "ort-cpu"), ("simplified", "ort-cpu"), ("fp16", "ort-cpu")}
+    expected = {("model", "torch-cpu")} | {(v, "ort-cpu") for v in ("onnx", "simplified", "fp16", "int8")}
     assert rows == {(variant, runtime, batch) for variant, runtime in expected for batch in (1, 32)}
     assert all(r["accuracy"]["top1"] >= 0.95 for r in results["rows"])
     assert all(r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"] for r in results["rows"])
@@ -61,6 +61,10 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     simplified = results["artifacts"]["simplified"]["facts"]
     assert simplified["node_count"] <= simplified["before"]["node_count"]
     assert "## Graphs" in (out / "report.md").read_text()
+    top1 = {r["variant"]: r["accuracy"]["top1"] for r in results["rows"]}
+    assert top1["simplified"] - top1["int8"] <= 0.005
+    sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
+    assert sizes["int8"] <= sizes["simplified"] / 3
 
 
 def test_cli_run_interrupted_then_resumed_reuses_the_finished_stage(mlp_recipe, tmp_path, capsys, monkeypatch):
@@ -187,4 +191,18 @@ def test_cli_simplify_and_fp16_write_verified_models(digits_onnx_torchscript, fa
 
     half = onnx.load("half.onnx")
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not [p.name for p in factory_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_quantize_writes_a_calibrated_int8_model(digits_onnx, factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    source = str(digits_onnx.path)
+    assert main(["quantize", source, "--calibration", "digits.npz", "-o", "q.onnx", "--method", "percentile"]) == 0
+    assert main(["quantize", source, "--calibration", "digits.npz", "-o", "t.onnx", "--target", "tensorrt"]) == 0
+    assert main(["quantize", source, "--dynamic", "-o", "d.onnx"]) == 0
+    assert capsys.readouterr().out.count("verified against the input") == 3
+    import onnx
+
+    ops = {n.op_type for n in onnx.load("q.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert not [p.name for p in factory_dir.iterdir() if p.name.startswith(".")]

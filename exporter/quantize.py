@@ -1,0 +1,217 @@
+"""The `quantize_int8` (static, QDQ) and `quantize_dynamic` stages, on ONNX Runtime's
+quantization tooling; edgeopt picks the flavour for the target and records why.
+
+- tensorrt: signed INT8 activations and weights, both symmetric (zero zero-point),
+  per-channel weights: what TensorRT 10 and 11 build explicitly quantized networks from.
+- cpu: unsigned activations with signed weights (U8S8). x86 INT8 GEMM kernels are
+  u8×s8; on this project's AVX2 machine s8×s8 ran at a sixth of that speed, below FP32.
+  Without VNNI, weights use 7 bits (reduce_range) so the u8×s8 pairs cannot saturate
+  the 16-bit intermediate sums of AVX2's vpmaddubsw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import shutil
+from enum import StrEnum
+from pathlib import Path
+
+import onnx
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.artifact import Artifact, Precision
+from edgeopt.context import StageContext
+from edgeopt.errors import DataError, ExportError, first_line
+from exporter.onnx_facts import graph_io, input_facts, model_facts
+from exporter.onnx_io import check_onnx, load_onnx, save_onnx
+from exporter.verify import Tolerance, verify_against
+
+log = logging.getLogger(__name__)
+
+# per-channel QuantizeLinear/DequantizeLinear (the axis attribute) arrived in opset 13
+MIN_QDQ_OPSET = 13
+
+
+class CalibrationMethod(StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Target(StrEnum):
+    CPU = "cpu"
+    TENSORRT = "tensorrt"
+
+
+_LOOSE = Tolerance(atol=1.0, rtol=1.0, min_cosine=0.99)
+
+
+class QuantizeInt8Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: CalibrationMethod = Field(CalibrationMethod.MINMAX, description="how activation ranges are calibrated")
+    percentile: float = Field(99.999, gt=0, le=100, description="with method percentile: the percentile of |x| kept")
+    target: Target = Field(Target.CPU, description="cpu (U8S8, fast on x86) or tensorrt (S8S8 symmetric)")
+    samples: int = Field(256, ge=1, description="calibration samples, drawn by seed from the calibration split")
+    seed: int = Field(0, description="fixes which samples calibrate and in which order")
+    per_channel: bool = Field(True, description="one scale per output channel of each weight")
+    tolerance: Tolerance = Field(
+        _LOOSE, description="agreement with the float model on the probe (cosine is what binds)"
+    )
+
+
+class QuantizeDynamicOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_channel: bool = Field(False, description="one scale per output channel of each weight")
+    tolerance: Tolerance = Field(_LOOSE, description="agreement with the float model on the probe")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    activations: str
+    weights: str
+    symmetric_activations: bool
+    reduce_range: bool
+    reason: str
+
+
+def choose_flavour(target: Target, cpu_flags: list[str]) -> Flavour:
+    """The INT8 flavour for a target, from the CPU's instructions rather than assumptions."""
+    if target is Target.TENSORRT:
+        return Flavour("int8", "int8", True, False, "TensorRT builds explicit quantization from symmetric S8S8 QDQ")
+    vnni = {"avx512_vnni", "avx_vnni"} & set(cpu_flags)
+    if vnni:
+        return Flavour("uint8", "int8", False, False, f"x86 with {sorted(vnni)[0]}: U8S8, full 8-bit weights")
+    if "avx2" in cpu_flags:
+        return Flavour(
+            "uint8", "int8", False, True, "x86 AVX2 without VNNI: U8S8, 7-bit weights so sums cannot saturate"
+        )
+    return Flavour("uint8", "int8", False, False, "no AVX2 seen: U8S8, ONNX Runtime's default")
+
+
+def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: StageContext) -> Artifact:
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from bench.machine import cpu_model_and_flags
+    from exporter.calibration import SplitReader, compute_ranges
+
+    if context.calibration is None:
+        raise DataError("quantize_int8 needs calibration samples (a dataset with real inputs)")
+    flavour = choose_flavour(options.target, cpu_model_and_flags()[1])
+    reader = SplitReader(context.calibration, artifact.io.inputs, options.samples, options.seed)
+    quant_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    method = {
+        CalibrationMethod.MINMAX: OrtMethod.MinMax,
+        CalibrationMethod.ENTROPY: OrtMethod.Entropy,
+        CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
+    }[options.method]
+    extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True}
+
+    def run(prepared: Path, output: Path) -> None:
+        cache = output.with_name("ranges.json")
+        compute_ranges(prepared, reader, method, flavour.symmetric_activations, options.percentile, cache)
+        quantize_static(
+            str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+            reduce_range=flavour.reduce_range, activation_type=quant_type[flavour.activations],
+            weight_type=quant_type[flavour.weights], calibrate_method=method, extra_options=extra,
+            calibration_cache_path=str(cache),
+        )  # fmt: skip
+
+    facts = {
+        "flavour": dataclasses.asdict(flavour),
+        "target": str(options.target),
+        "method": str(options.method),
+        "calibration_samples": reader.samples,
+    }
+    # this CPU's INT8 kernels are not TensorRT's: check the TensorRT flavour by its QDQ semantics
+    simulate = options.target is Target.TENSORRT
+    return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
+
+
+def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, context: StageContext) -> Artifact:
+    """Weights INT8 ahead of time, activations quantized per call: suits transformers on CPU."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    def run(prepared: Path, output: Path) -> None:
+        ort_quantize_dynamic(str(prepared), str(output), per_channel=options.per_channel, weight_type=QuantType.QInt8)
+
+    return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, {})
+
+
+def _quantized(
+    artifact: Artifact,
+    options,
+    context: StageContext,
+    precision: Precision,
+    stage: str,
+    run,
+    facts: dict,
+    simulate: bool = False,
+) -> Artifact:
+    """Prepare (opset, shape inference, optimizations), quantize, check and verify."""
+    if artifact.precision is not Precision.FP32:
+        raise ExportError(f"{artifact.path}: {stage} takes an fp32 model, this one is {artifact.precision}")
+    model = load_onnx(artifact.path)
+    before = input_facts(model, artifact.path)
+    scratch = (context.out_dir / ".quantize").resolve()  # absolute: the work below changes folder
+    scratch.mkdir()
+    path = context.out_dir / "model.onnx"
+    try:
+        # ORT's symbolic shape inference writes temporary models into the current folder
+        with contextlib.chdir(scratch), contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
+            prepared, preprocessed = _prepare(model, scratch)
+            try:
+                run(prepared, scratch / "quantized.onnx")
+            except DataError:
+                raise
+            except Exception as err:  # the quantizer raises whatever its passes raise
+                raise ExportError(f"{artifact.path}: {stage} failed: {first_line(err)}") from err
+        quantized = load_onnx(scratch / "quantized.onnx")
+        save_onnx(quantized, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        check_onnx(path)
+    except Exception as err:  # onnx.checker.ValidationError
+        raise ExportError(f"{artifact.path}: {stage} produced an invalid model: {first_line(err)}") from err
+    result = Artifact(
+        path=path,
+        format=artifact.format,
+        precision=precision,
+        stage=stage,
+        options=options.model_dump(mode="json"),
+        parent=artifact.sha256,
+        io=graph_io(quantized),
+        facts={**model_facts(quantized, path), **facts, "before": before, "preprocessed": preprocessed},
+    )
+    verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose, simulate)
+    return dataclasses.replace(result, verification=verification)
+
+
+def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
+    """Raise old opsets to 13, then ORT's pre-processing (shape inference, fusions);
+    a model the pre-processing cannot handle is quantized as it is."""
+    from onnx import version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_QDQ_OPSET)
+    if opset < MIN_QDQ_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_QDQ_OPSET)
+        except Exception as err:  # the converter lacks adapters for some ops
+            raise ExportError(f"cannot raise opset {opset} to {MIN_QDQ_OPSET} for QDQ: {first_line(err)}") from err
+    source = scratch / "float.onnx"
+    save_onnx(model, source)
+    prepared = scratch / "prepared.onnx"
+    try:
+        quant_pre_process(str(source), str(prepared), auto_merge=True)
+    except Exception as err:  # symbolic shape inference fails on some graphs; quantization still works
+        log.warning("quantization pre-processing skipped: %s", first_line(err))
+        return source, False
+    return prepared, True
