@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,16 @@ class StageContext:
     probe: held-out real samples, one array per model input, to verify the output on.
     calibration: real samples for stages that calibrate (never the held-out test split
     where a train split exists).
+    evaluation: labelled samples on which an accuracy budget is checked.
+    modules: ONNX node name → the PyTorch module it came from, where the export said.
     """
 
     out_dir: Path
     probe: dict[str, np.ndarray]
     verbose: bool = False
     calibration: Split | None = None
+    evaluation: Split | None = None
+    modules: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:

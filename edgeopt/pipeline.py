@@ -64,7 +64,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     probe_sha256 = probe_fingerprint(probe_feeds)
     # calibrate on the train split where there is one, so the test split stays held out
     calibration = dataset.train or dataset.test
-    calibration_sha256 = probe_fingerprint(calibration.inputs)
+    calibration_sha256 = probe_fingerprint(calibration.inputs) + probe_fingerprint(dataset.test.inputs)
     root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
     artifacts: dict[str, Artifact] = {"model": root}
     for position, name in enumerate(loaded.order, start=2):
@@ -74,7 +74,8 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         options = loaded.options[name]
         samples = probe_sha256 + (calibration_sha256 if stage.calibrated else "")
         key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), samples)
-        context = StageContext(store.root, probe_feeds, verbose, calibration)
+        modules = parent.facts.get("modules", {})
+        context = StageContext(store.root, probe_feeds, verbose, calibration, dataset.test, modules)
         make = functools.partial(_run_stage, stage, parent, options, context)
         artifact = _build_or_reuse(store, key, make, f"[{position}/{total}] {variant.stage}", name)
         if artifact.verification is not None and not artifact.verification.passed:

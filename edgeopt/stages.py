@@ -31,18 +31,18 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "export_onnx": Stage(
-        export_onnx, ExportOnnxOptions, 1, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
+        export_onnx, ExportOnnxOptions, 2, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
     ),
     "simplify": Stage(
-        simplify, SimplifyOptions, 1, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
+        simplify, SimplifyOptions, 2, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
     ),
     "convert_fp16": Stage(
-        convert_fp16, ConvertFp16Options, 2, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
+        convert_fp16, ConvertFp16Options, 3, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
     ),
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        1,
+        3,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",

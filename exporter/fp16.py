@@ -88,6 +88,7 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
             "before": before,
             "fp32_nodes_overflow": overflowing,
             "fp32_ops_listed": kept,
+            "modules": artifact.facts.get("modules", {}),
         },
     )
     verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)

@@ -63,3 +63,22 @@ def _numel(dims) -> int:
     for d in dims:
         count *= d
     return count
+
+
+def node_modules(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX node name → the PyTorch module it came from, as the exporter recorded it:
+    dynamo in `pkg.torch.onnx.name_scopes`, the TorchScript exporter in the node name."""
+    import ast
+
+    modules = {}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes:
+            names = ast.literal_eval(scopes)  # a list of strings; literal_eval evaluates no code
+            module = next((name for name in reversed(names[:-1]) if name), None)
+        else:
+            path = node.name.strip("/").split("/")[:-1] if node.name.startswith("/") else []
+            module = path[-1] if path else None
+        if module:
+            modules[node.name] = module
+    return modules

@@ -49,6 +49,20 @@ class Target(StrEnum):
 _LOOSE = Tolerance(atol=1.0, rtol=1.0, min_cosine=0.99)
 
 
+class Metric(StrEnum):
+    TOP1 = "top1"
+    COSINE = "cosine"
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Metric = Field(Metric.TOP1, description="top1 against labels, or mean cosine to the float model's outputs")
+    max_drop: float = Field(
+        0.005, ge=0, le=1, description="largest drop allowed from the float model (top1: 0.005 is half a point)"
+    )
+
+
 class QuantizeInt8Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +72,9 @@ class QuantizeInt8Options(BaseModel):
     samples: int = Field(256, ge=1, description="calibration samples, drawn by seed from the calibration split")
     seed: int = Field(0, description="fixes which samples calibrate and in which order")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
+    budget: Budget | None = Field(
+        None, description="keep the most sensitive nodes in float until the metric drop is within budget"
+    )
     tolerance: Tolerance = Field(
         _LOOSE, description="agreement with the float model on the probe (cosine is what binds)"
     )
@@ -112,15 +129,24 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
     }[options.method]
     extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True}
 
+    simulate = options.target is Target.TENSORRT
+
     def run(prepared: Path, output: Path) -> None:
         cache = output.with_name("ranges.json")
         compute_ranges(prepared, reader, method, flavour.symmetric_activations, options.percentile, cache)
-        quantize_static(
-            str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
-            reduce_range=flavour.reduce_range, activation_type=quant_type[flavour.activations],
-            weight_type=quant_type[flavour.weights], calibrate_method=method, extra_options=extra,
-            calibration_cache_path=str(cache),
-        )  # fmt: skip
+
+        def quantize(excluded: list[str]) -> None:
+            quantize_static(
+                str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+                reduce_range=flavour.reduce_range, activation_type=quant_type[flavour.activations],
+                weight_type=quant_type[flavour.weights], calibrate_method=method, extra_options=extra,
+                calibration_cache_path=str(cache), nodes_to_exclude=excluded,
+            )  # fmt: skip
+
+        quantize([])
+        if options.budget is not None:
+            reader.rewind()
+            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, reader, simulate)
 
     facts = {
         "flavour": dataclasses.asdict(flavour),
@@ -129,7 +155,6 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         "calibration_samples": reader.samples,
     }
     # this CPU's INT8 kernels are not TensorRT's: check the TensorRT flavour by its QDQ semantics
-    simulate = options.target is Target.TENSORRT
     return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
 
 
@@ -188,7 +213,13 @@ def _quantized(
         options=options.model_dump(mode="json"),
         parent=artifact.sha256,
         io=graph_io(quantized),
-        facts={**model_facts(quantized, path), **facts, "before": before, "preprocessed": preprocessed},
+        facts={
+            **model_facts(quantized, path),
+            **facts,
+            "before": before,
+            "preprocessed": preprocessed,
+            "modules": artifact.facts.get("modules", {}),
+        },
     )
     verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose, simulate)
     return dataclasses.replace(result, verification=verification)
@@ -215,3 +246,83 @@ def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
         log.warning("quantization pre-processing skipped: %s", first_line(err))
         return source, False
     return prepared, True
+
+
+def _fit_budget(
+    prepared: Path, output: Path, quantize, budget: Budget, context: StageContext, reader, simulate: bool
+) -> dict:
+    """Keep the most sensitive nodes in float, one more at a time, until the metric drop
+    is within budget. Returns what was kept, the metric at each step, and the latency
+    cost of keeping them (batch 1, this CPU)."""
+    from exporter.sensitivity import rank_nodes
+
+    evaluation = context.evaluation
+    if evaluation is None or (budget.metric is Metric.TOP1 and evaluation.labels is None):
+        raise DataError(f"an accuracy budget on {budget.metric} needs labelled evaluation samples")
+    float_outputs = _predict(prepared, evaluation, optimize=True)
+    baseline = _metric(budget.metric, float_outputs, evaluation, float_outputs)
+    measured = _metric(budget.metric, _predict(output, evaluation, optimize=not simulate), evaluation, float_outputs)
+    steps = [{"kept_float": 0, "metric": measured}]
+    kept: list[dict] = []
+    all_int8_latency = None if simulate else _latency_ms(output, evaluation)
+    if baseline - measured > budget.max_drop:
+        for name, op_type, error in rank_nodes(prepared, output, reader.get_next()):
+            kept.append({"node": name, "op_type": op_type, "local_error": error, "module": context.modules.get(name)})
+            quantize([k["node"] for k in kept])
+            measured = _metric(
+                budget.metric, _predict(output, evaluation, optimize=not simulate), evaluation, float_outputs
+            )
+            steps.append({"kept_float": len(kept), "metric": measured})
+            if baseline - measured <= budget.max_drop:
+                break
+    return {
+        "metric": str(budget.metric),
+        "max_drop": budget.max_drop,
+        "float": baseline,
+        "int8": measured,
+        "met": baseline - measured <= budget.max_drop,
+        "kept_float": kept,
+        "steps": steps,
+        "latency_ms_all_int8": all_int8_latency,
+        "latency_ms": _latency_ms(output, evaluation) if kept and not simulate else all_int8_latency,
+    }
+
+
+def _predict(path: Path, split, optimize: bool):
+    """The first output over a whole split (unoptimized: QDQ evaluated in float)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    first = session.get_outputs()[0].name
+    chunks = []
+    for start in range(0, len(split), 64):
+        feeds = {name: array for name, array in split.take(start, start + 64).items() if name in names}
+        chunks.append(session.run([first], feeds)[0])
+    return np.concatenate(chunks)
+
+
+def _metric(metric: Metric, outputs, split, float_outputs) -> float:
+    import numpy as np
+
+    if metric is Metric.TOP1:
+        return float((outputs.argmax(axis=1) == split.labels).mean())
+    a = float_outputs.astype(np.float64).reshape(len(outputs), -1)
+    b = outputs.astype(np.float64).reshape(len(outputs), -1)
+    return float(((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
+
+
+def _latency_ms(path: Path, split) -> float:
+    """Median batch-1 latency on this CPU: what keeping nodes in float costs."""
+    import onnxruntime as ort
+
+    from bench.latency import LatencySettings, measure_latency
+    from runtimes.ort import OrtSession
+
+    session = OrtSession(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), "cpu")
+    feeds = {spec.name: split.inputs[spec.name][:1] for spec in session.inputs}
+    return measure_latency(session, feeds, LatencySettings(warmup_runs=5, min_runs=20, min_duration_s=0.3)).p50_ms

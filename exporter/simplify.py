@@ -70,6 +70,7 @@ def simplify(artifact: Artifact, options: SimplifyOptions, context: StageContext
             "before": before,
             "simplifier": str(options.simplifier),
             "kept_input": kept_input,
+            "modules": artifact.facts.get("modules", {}),
         },
     )
     verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)

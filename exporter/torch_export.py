@@ -57,7 +57,7 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     import onnx
     import torch
 
-    from exporter.onnx_facts import graph_io, model_facts
+    from exporter.onnx_facts import graph_io, model_facts, node_modules
     from runtimes.torch_eager import build_module
 
     module = build_module(artifact)
@@ -88,7 +88,7 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
         options=options.model_dump(mode="json"),
         parent=artifact.sha256,
         io=onnx_io,
-        facts={**model_facts(model, path), "exporter": str(options.exporter)},
+        facts={**model_facts(model, path), "exporter": str(options.exporter), "modules": node_modules(model)},
     )
     verification = verify_against(artifact, exported, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(exported, verification=verification)

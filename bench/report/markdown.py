@@ -131,6 +131,9 @@ def int8_notes(document: dict) -> list[str]:
         if not artifact["precision"].startswith("int8"):
             continue
         parent = by_sha.get(artifact["parent"])
+        budget = artifact["facts"].get("budget")
+        if budget:
+            notes.append(budget_note(name, budget))
         flavour = artifact["facts"].get("flavour")
         if flavour:
             notes.append(
@@ -160,3 +163,29 @@ def int8_notes(document: dict) -> list[str]:
             f"**{name} is not faster than its float parent {parent}** ({cases}). Likely: {'; '.join(reasons) or 'operators left in float'}."
         )
     return notes
+
+
+def budget_note(name: str, budget: dict) -> str:
+    """What an accuracy budget kept in float, and what that costs."""
+
+    def shown(value: float) -> str:
+        return f"{100 * value:.2f}%" if budget["metric"] == "top1" else f"{value:.5f}"
+
+    verdict = "met" if budget["met"] else "**NOT met**"
+    text = (
+        f"{name}: budget {budget['metric']} drop ≤ {shown(budget['max_drop'])} {verdict}: "
+        f"{shown(budget['int8'])} against float {shown(budget['float'])}"
+    )
+    if not budget["kept_float"]:
+        return text + "; every quantizable node is INT8."
+    kept = ", ".join(
+        f"{k['node']} ({k['op_type']}{', ' + k['module'] if k['module'] else ''})" for k in budget["kept_float"]
+    )
+    text += f"; kept in float, most sensitive first: {kept}"
+    if budget["latency_ms"] and budget["latency_ms_all_int8"]:
+        cost = budget["latency_ms"] / budget["latency_ms_all_int8"] - 1
+        text += (
+            f"; batch-1 latency {budget['latency_ms']:.3f} ms against {budget['latency_ms_all_int8']:.3f} ms "
+            f"all-INT8 ({100 * cost:+.0f}%)"
+        )
+    return text + "."

@@ -58,7 +58,27 @@ def train_classifier(
     batch_size: int = 64,
     on_epoch=None,
 ) -> nn.Module:
-    """Plain Adam with cross-entropy; deterministic for a given seed and thread count."""
+    """Plain Adam with cross-entropy on one thread: the same weights for a seed on any machine
+    (parallel reductions round differently with the thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(
+            module,
+            train,
+            epochs=epochs,
+            seed=seed,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            on_epoch=on_epoch,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    module: nn.Module, train: Split, *, epochs: int, seed: int, learning_rate: float, batch_size: int, on_epoch
+) -> nn.Module:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     (name,) = train.inputs

@@ -51,7 +51,8 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert main(["-q", "run", str(recipe), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
-    expected = {("model", "torch-cpu")} | {(v, "ort-cpu") for v in ("onnx", "simplified", "fp16", "int8")}
+    variants = ("onnx", "simplified", "fp16", "int8", "int8-budget")
+    expected = {("model", "torch-cpu")} | {(v, "ort-cpu") for v in variants}
     assert rows == {(variant, runtime, batch) for variant, runtime in expected for batch in (1, 32)}
     assert all(r["accuracy"]["top1"] >= 0.95 for r in results["rows"])
     assert all(r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"] for r in results["rows"])
@@ -63,6 +64,9 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert "## Graphs" in (out / "report.md").read_text()
     top1 = {r["variant"]: r["accuracy"]["top1"] for r in results["rows"]}
     assert top1["simplified"] - top1["int8"] <= 0.005
+    budget = results["artifacts"]["int8-budget"]["facts"]["budget"]
+    assert budget["met"] and budget["kept_float"] and budget["int8"] >= 0.9999
+    assert "int8-budget: budget cosine drop ≤ 0.00010 met" in (out / "report.md").read_text()
     sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
     assert sizes["int8"] <= sizes["simplified"] / 3
 

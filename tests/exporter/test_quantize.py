@@ -131,3 +131,53 @@ def test_calibration_reader_is_seeded_and_feeds_whole_batches(digits, digits_onn
     assert not np.array_equal(batches[0]["image"], other.get_next()["image"])
     first.rewind()
     assert np.array_equal(first.get_next()["image"], batches[0]["image"])
+
+
+def test_tight_budget_keeps_the_most_sensitive_nodes_in_float(digits_simplified, digits, tmp_path):
+    from exporter.quantize import Budget
+    from exporter.sensitivity import quantized_nodes
+
+    options = QuantizeInt8Options(budget=Budget(metric="cosine", max_drop=0.0001))
+    context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
+    result = quantize_int8(digits_simplified, options, context)
+    budget = result.facts["budget"]
+    assert budget["met"] and budget["float"] - budget["int8"] <= 0.0001
+    assert budget["float"] - budget["steps"][0]["metric"] > 0.0001, "all-INT8 misses the budget: the fallback must act"
+    kept = {k["node"] for k in budget["kept_float"]}
+    model = onnx.load(str(result.path))
+    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    weights = {n.name: n.input[1] for n in model.graph.node if n.name in kept}
+    assert kept and set(weights) == kept and all(w in floats for w in weights.values()), "kept nodes keep float weights"
+    assert set(quantized_nodes(model)) - kept, "the other nodes stay quantized"
+    assert [k["local_error"] for k in budget["kept_float"]] == sorted(
+        (k["local_error"] for k in budget["kept_float"]), reverse=True
+    )
+
+
+def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path):
+    from exporter.quantize import Budget
+
+    options = QuantizeInt8Options(budget=Budget(metric="cosine", max_drop=0.01))
+    context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
+    budget = quantize_int8(digits_simplified, options, context).facts["budget"]
+    assert budget["met"] and budget["kept_float"] == [] and budget["int8"] > 0.99
+
+
+def test_budget_on_top1_needs_labels(digits_simplified, digits, tmp_path):
+    from edgeopt.data import Split
+    from edgeopt.errors import DataError
+    from exporter.quantize import Budget
+
+    unlabelled = Split(digits.test.inputs, None)
+    context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=unlabelled)
+    with pytest.raises(DataError, match="needs labelled evaluation samples"):
+        quantize_int8(digits_simplified, QuantizeInt8Options(budget=Budget()), context)
+
+
+def test_rank_nodes_scores_every_quantized_node(digits_int8, digits_simplified, digits):
+    from exporter.sensitivity import quantized_nodes, rank_nodes
+
+    ranked = rank_nodes(digits_simplified.path, digits_int8.path, digits.train.take(0, 32))
+    assert {name for name, _, _ in ranked} == set(quantized_nodes(onnx.load(str(digits_int8.path))))
+    errors = [error for _, _, error in ranked]
+    assert errors == sorted(errors, reverse=True) and all(e >= 0 for e in errors) and errors[0] > 0
