@@ -31,7 +31,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "export_onnx": Stage(
-        export_onnx, ExportOnnxOptions, 2, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
+        export_onnx, ExportOnnxOptions, 3, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
     ),
     "simplify": Stage(
         simplify, SimplifyOptions, 2, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"

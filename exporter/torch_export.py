@@ -69,6 +69,8 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
         _run_exporter(
             module, example, artifact.io, options, str(path), parameter_bytes > EXTERNAL_DATA_BYTES, context.verbose
         )
+        if options.exporter is Exporter.DYNAMO:
+            _drop_stack_traces(path)
         onnx.checker.check_model(str(path))
     except (ExportError, KeyboardInterrupt):
         raise
@@ -157,3 +159,21 @@ def _silenced():
             yield
     finally:
         torch_onnx.setLevel(level)
+
+
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(path) -> None:
+    """The dynamo exporter stores each node's Python stack trace, absolute file paths
+    included, so the same model exported from another checkout would differ byte for byte."""
+    from exporter.onnx_io import load_onnx, save_onnx
+
+    model = load_onnx(path)
+    for node in model.graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key != _STACK_TRACE]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    for written in path.parent.glob(f"{path.name}*"):  # the weights are in memory now; rewrite them whole
+        written.unlink()
+    save_onnx(model, path)

@@ -77,3 +77,15 @@ def test_verification_round_trips_through_artifact_json(digits_onnx):
     reloaded = Artifact.load(digits_onnx.directory)
     assert reloaded == digits_onnx
     assert dataclasses.asdict(reloaded.verification) == dataclasses.asdict(digits_onnx.verification)
+
+
+def test_export_onnx_bytes_hold_no_local_paths(digits_onnx):
+    """Exports from two checkouts of the same code must be byte-identical."""
+    from pathlib import Path
+
+    import edgeopt
+
+    checkout = str(Path(edgeopt.__file__).resolve().parents[1]).encode()
+    assert checkout not in digits_onnx.path.read_bytes()
+    model = onnx.load(str(digits_onnx.path))
+    assert any(p.key == "pkg.torch.onnx.name_scopes" for n in model.graph.node for p in n.metadata_props)
