@@ -7,7 +7,6 @@ come near FP16's largest finite value (65504), which would overflow to inf.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import numpy as np
@@ -17,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.artifact import Artifact, Precision
 from edgeopt.context import StageContext
 from edgeopt.errors import ExportError, first_line
-from exporter.onnx_facts import graph_io, input_facts, model_facts
-from exporter.onnx_io import EXTERNAL_DATA_BYTES, check_onnx, load_onnx, save_onnx, tensor_bytes
-from exporter.verify import Tolerance, verify_against
+from exporter.onnx_facts import input_facts
+from exporter.onnx_io import EXTERNAL_DATA_BYTES, load_onnx, save_onnx, tensor_bytes
+from exporter.transform import finish
+from exporter.verify import Tolerance
 
 FP16_MAX = 65504.0
 
@@ -68,31 +68,19 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
     # the converter leaves stale intermediate types (FP16 where a kept node yields FP32);
     # they are optional, and strict shape inference rejects them
     del converted.graph.value_info[:]
-    path = context.out_dir / "model.onnx"
-    save_onnx(converted, path)
-    try:
-        check_onnx(path, full=True)
-    except Exception as err:  # onnx.checker.ValidationError
-        raise ExportError(f"{artifact.path}: FP16 conversion produced an invalid model: {first_line(err)}") from err
     kept = sorted(n.op_type for n in model.graph.node if n.op_type in (*DEFAULT_OP_BLOCK_LIST, *options.keep_ops))
-    result = Artifact(
-        path=path,
-        format=artifact.format,
-        precision=Precision.FP16,
+    facts = {"fp32_nodes_overflow": overflowing, "fp32_ops_listed": kept}
+    return finish(
+        artifact,
+        converted,
+        context,
         stage="convert_fp16",
-        options=options.model_dump(mode="json"),
-        parent=artifact.sha256,
-        io=graph_io(converted),
-        facts={
-            **model_facts(converted, path),
-            "before": before,
-            "fp32_nodes_overflow": overflowing,
-            "fp32_ops_listed": kept,
-            "modules": artifact.facts.get("modules", {}),
-        },
+        options=options,
+        precision=Precision.FP16,
+        before=before,
+        facts=facts,
+        full_check=True,
     )
-    verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)
-    return dataclasses.replace(result, verification=verification)
 
 
 def _overflowing_nodes(artifact: Artifact, model: onnx.ModelProto, context: StageContext, limit: float) -> list[str]:

@@ -25,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.artifact import Artifact, Precision
 from edgeopt.context import StageContext
 from edgeopt.errors import DataError, ExportError, first_line
-from exporter.onnx_facts import graph_io, input_facts, model_facts
-from exporter.onnx_io import check_onnx, load_onnx, save_onnx
-from exporter.verify import Tolerance, verify_against
+from exporter.onnx_facts import input_facts
+from exporter.onnx_io import load_onnx, save_onnx
+from exporter.transform import finish
+from exporter.verify import Tolerance
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,6 @@ def _quantized(
     before = input_facts(model, artifact.path)
     scratch = (context.out_dir / ".quantize").resolve()  # absolute: the work below changes folder
     scratch.mkdir()
-    path = context.out_dir / "model.onnx"
     try:
         # ORT's symbolic shape inference writes temporary models into the current folder
         with contextlib.chdir(scratch), contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
@@ -198,31 +198,20 @@ def _quantized(
             except Exception as err:  # the quantizer raises whatever its passes raise
                 raise ExportError(f"{artifact.path}: {stage} failed: {first_line(err)}") from err
         quantized = load_onnx(scratch / "quantized.onnx")
-        save_onnx(quantized, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        check_onnx(path)
-    except Exception as err:  # onnx.checker.ValidationError
-        raise ExportError(f"{artifact.path}: {stage} produced an invalid model: {first_line(err)}") from err
-    result = Artifact(
-        path=path,
-        format=artifact.format,
-        precision=precision,
+    facts = {**facts, "preprocessed": preprocessed}
+    return finish(
+        artifact,
+        quantized,
+        context,
         stage=stage,
-        options=options.model_dump(mode="json"),
-        parent=artifact.sha256,
-        io=graph_io(quantized),
-        facts={
-            **model_facts(quantized, path),
-            **facts,
-            "before": before,
-            "preprocessed": preprocessed,
-            "modules": artifact.facts.get("modules", {}),
-        },
+        options=options,
+        precision=precision,
+        before=before,
+        facts=facts,
+        simulate=simulate,
     )
-    verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose, simulate)
-    return dataclasses.replace(result, verification=verification)
 
 
 def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:

@@ -10,7 +10,6 @@ after onnxslim), so they are not applied; ORT runs them at load time anyway.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 from enum import StrEnum
@@ -21,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.artifact import Artifact
 from edgeopt.context import StageContext
 from edgeopt.errors import ExportError, first_line
-from exporter.onnx_facts import graph_io, input_facts, model_facts
-from exporter.onnx_io import check_onnx, load_onnx, save_onnx
-from exporter.verify import Tolerance, verify_against
+from exporter.onnx_facts import input_facts
+from exporter.onnx_io import load_onnx
+from exporter.transform import finish
+from exporter.verify import Tolerance
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +51,17 @@ def simplify(artifact: Artifact, options: SimplifyOptions, context: StageContext
     if kept_input:
         log.warning("%s made %s larger; keeping the input graph", options.simplifier, artifact.path.name)
         simplified = model
-    path = context.out_dir / "model.onnx"
-    save_onnx(simplified, path)
-    try:
-        check_onnx(path)
-    except Exception as err:  # onnx.checker.ValidationError
-        raise ExportError(f"{options.simplifier} produced an invalid model: {first_line(err)}") from err
-    result = Artifact(
-        path=path,
-        format=artifact.format,
-        precision=artifact.precision,
+    facts = {"simplifier": str(options.simplifier), "kept_input": kept_input}
+    return finish(
+        artifact,
+        simplified,
+        context,
         stage="simplify",
-        options=options.model_dump(mode="json"),
-        parent=artifact.sha256,
-        io=graph_io(simplified),
-        facts={
-            **model_facts(simplified, path),
-            "before": before,
-            "simplifier": str(options.simplifier),
-            "kept_input": kept_input,
-            "modules": artifact.facts.get("modules", {}),
-        },
+        options=options,
+        precision=artifact.precision,
+        before=before,
+        facts=facts,
     )
-    verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)
-    return dataclasses.replace(result, verification=verification)
 
 
 def _run_simplifier(simplifier: Simplifier, model: onnx.ModelProto, artifact: Artifact) -> onnx.ModelProto:
