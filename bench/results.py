@@ -81,7 +81,3 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_results(path: Path, document: dict) -> None:
     write_atomic(path, json.dumps(document, indent=2) + "\n")
-
-
-def read_results(path: Path) -> dict:
-    return json.loads(path.read_text())
