@@ -42,8 +42,7 @@ def score(
         return Accuracy(samples, top1, None, None, None, None)
     expected = reference[name].astype(np.float64).reshape(samples, -1)
     actual = first.astype(np.float64).reshape(samples, -1)
-    norms = np.linalg.norm(expected, axis=1) * np.linalg.norm(actual, axis=1)
-    cosine = (expected * actual).sum(axis=1) / np.where(norms == 0, 1.0, norms)
+    cosine = row_cosine(expected, actual)
     agreement = float((expected.argmax(axis=1) == actual.argmax(axis=1)).mean()) if first.ndim == 2 else None
     return Accuracy(
         samples=samples,
@@ -53,3 +52,14 @@ def score(
         cosine_min=float(cosine.min()),
         max_abs=float(np.abs(expected - actual).max()),
     )
+
+
+def row_cosine(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Cosine similarity per sample (first axis; the rest flattened, in float64).
+    Two all-zero rows count as identical, one all-zero row against another as 0."""
+    a = np.asarray(expected, np.float64).reshape(len(expected), -1)
+    b = np.asarray(actual, np.float64).reshape(len(actual), -1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    zero = norms == 0
+    identical = np.abs(a - b).max(axis=1, initial=0.0) == 0
+    return np.where(zero, np.where(identical, 1.0, 0.0), (a * b).sum(axis=1) / np.where(zero, 1.0, norms))

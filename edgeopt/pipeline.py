@@ -220,11 +220,9 @@ def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Da
         for runtime_id in loaded.recipe.runtimes:
             if RUNTIMES[runtime_id].format != artifact.format:
                 continue
-            if artifact.facts.get("target") == "tensorrt" and runtime_id == "ort-cpu":
-                reason = (
-                    "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
-                )
-                skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
+            refused = artifact.facts.get("not_for", {}).get(runtime_id)
+            if refused:
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": refused})
                 continue
             availability = probe(runtime_id)
             if not availability.ok:

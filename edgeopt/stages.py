@@ -42,7 +42,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        3,
+        4,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",

@@ -7,8 +7,6 @@ come near FP16's largest finite value (65504), which would overflow to inf.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeopt.artifact import Artifact, Precision
 from edgeopt.context import StageContext
 from edgeopt.errors import ExportError, first_line
+from exporter.intermediates import run_exposed
 from exporter.onnx_facts import input_facts
-from exporter.onnx_io import EXTERNAL_DATA_BYTES, load_onnx, save_onnx, tensor_bytes
+from exporter.onnx_io import load_onnx
 from exporter.transform import finish
 from exporter.verify import Tolerance
 
@@ -86,37 +85,14 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
 def _overflowing_nodes(artifact: Artifact, model: onnx.ModelProto, context: StageContext, limit: float) -> list[str]:
     """Names of nodes that produce or consume a float tensor beyond `limit` on the probe
     samples, found by running the FP32 model with every intermediate exposed as an output."""
-    import onnxruntime as ort
-
     for index, node in enumerate(model.graph.node):
         if not node.name:  # node_block_list works by name
             node.name = f"{node.op_type}_{index}"
-    probe_model = onnx.ModelProto()
-    probe_model.CopyFrom(model)
-    declared = {o.name for o in probe_model.graph.output}
-    producers = {}
-    for node in probe_model.graph.node:
-        for output in node.output:
-            if output and output not in declared:
-                probe_model.graph.output.append(onnx.ValueInfoProto(name=output))
-            producers[output] = node.name
-    scratch = context.out_dir / ".probe"
-    try:
-        if tensor_bytes(probe_model) > EXTERNAL_DATA_BYTES:
-            scratch.mkdir()
-            save_onnx(probe_model, scratch / "probe.onnx")
-            source = str(scratch / "probe.onnx")
-        else:
-            source = probe_model.SerializeToString()
-        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        feeds = {i.name: context.probe[i.name] for i in session.get_inputs()}
-        values = session.run(names, feeds)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    producers = {output: node.name for node in model.graph.node for output in node.output}
+    values = run_exposed(model, context.probe, context.out_dir / ".probe")
     too_large = {
         name
-        for name, value in zip(names, values, strict=True)
+        for name, value in values.items()
         if name in producers
         and isinstance(value, np.ndarray)
         and value.dtype.kind == "f"

@@ -155,6 +155,10 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         "method": str(options.method),
         "calibration_samples": reader.samples,
     }
+    if simulate:
+        facts["not_for"] = {
+            "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
+        }
     # this CPU's INT8 kernels are not TensorRT's: check the TensorRT flavour by its QDQ semantics
     return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
 
@@ -255,7 +259,7 @@ def _fit_budget(
     kept: list[dict] = []
     all_int8_latency = None if simulate else _latency_ms(output, evaluation)
     if baseline - measured > budget.max_drop:
-        for name, op_type, error in rank_nodes(prepared, output, reader.get_next()):
+        for name, op_type, error in rank_nodes(prepared, output, reader.get_next(), output.parent):
             kept.append({"node": name, "op_type": op_type, "local_error": error, "module": context.modules.get(name)})
             quantize([k["node"] for k in kept])
             measured = _metric(
@@ -279,39 +283,27 @@ def _fit_budget(
 
 def _predict(path: Path, split, optimize: bool):
     """The first output over a whole split (unoptimized: QDQ evaluated in float)."""
-    import numpy as np
-    import onnxruntime as ort
+    from bench.accuracy import predict
+    from runtimes.base import SessionOptions
+    from runtimes.ort import open_model
 
-    options = ort.SessionOptions()
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    first = session.get_outputs()[0].name
-    chunks = []
-    for start in range(0, len(split), 64):
-        feeds = {name: array for name, array in split.take(start, start + 64).items() if name in names}
-        chunks.append(session.run([first], feeds)[0])
-    return np.concatenate(chunks)
+    session = open_model(path, "cpu", SessionOptions(optimize=optimize))
+    return next(iter(predict(session, split, batch_size=64).values()))
 
 
 def _metric(metric: Metric, outputs, split, float_outputs) -> float:
-    import numpy as np
+    from bench.accuracy import row_cosine
 
     if metric is Metric.TOP1:
         return float((outputs.argmax(axis=1) == split.labels).mean())
-    a = float_outputs.astype(np.float64).reshape(len(outputs), -1)
-    b = outputs.astype(np.float64).reshape(len(outputs), -1)
-    return float(((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
+    return float(row_cosine(float_outputs, outputs).mean())
 
 
 def _latency_ms(path: Path, split) -> float:
     """Median batch-1 latency on this CPU: what keeping nodes in float costs."""
-    import onnxruntime as ort
-
     from bench.latency import LatencySettings, measure_latency
-    from runtimes.ort import OrtSession
+    from runtimes.ort import open_model
 
-    session = OrtSession(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), "cpu")
+    session = open_model(path)
     feeds = {spec.name: split.inputs[spec.name][:1] for spec in session.inputs}
     return measure_latency(session, feeds, LatencySettings(warmup_runs=5, min_runs=20, min_duration_s=0.3)).p50_ms

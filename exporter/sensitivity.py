@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from exporter.intermediates import run_exposed
+
 
 def quantized_nodes(qdq_model: onnx.ModelProto) -> list[str]:
     """Nodes that read a DequantizeLinear output: the ones quantization changed."""
@@ -25,13 +27,15 @@ def quantized_nodes(qdq_model: onnx.ModelProto) -> list[str]:
     ]
 
 
-def rank_nodes(float_path: Path, qdq_path: Path, feeds: dict[str, np.ndarray]) -> list[tuple[str, str, float]]:
+def rank_nodes(
+    float_path: Path, qdq_path: Path, feeds: dict[str, np.ndarray], scratch: Path
+) -> list[tuple[str, str, float]]:
     """(node name, op type, local error) for each quantized node, most sensitive first."""
     float_model = onnx.load(str(float_path))
     qdq_model = onnx.load(str(qdq_path))
     candidates = set(quantized_nodes(qdq_model))
-    float_values = _intermediates(float_model, feeds, optimize=True)
-    qdq_values = _as_consumed(qdq_model, _intermediates(qdq_model, feeds, optimize=False))
+    float_values = run_exposed(float_model, feeds, scratch / ".float")
+    qdq_values = _as_consumed(qdq_model, run_exposed(qdq_model, feeds, scratch / ".qdq", optimize=False))
     error = {
         name: _error(value, qdq_values[name])
         for name, value in float_values.items()
@@ -71,27 +75,8 @@ def _as_consumed(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[
 
 
 def _error(expected: np.ndarray, actual: np.ndarray) -> float:
-    a = expected.astype(np.float64).reshape(len(expected), -1) if expected.ndim else expected.reshape(1, 1)
-    b = actual.astype(np.float64).reshape(a.shape)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = np.where(norms == 0, 1.0, (a * b).sum(axis=1) / np.where(norms == 0, 1.0, norms))
-    return float(1.0 - cosine.mean())
+    from bench.accuracy import row_cosine
 
-
-def _intermediates(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    declared = {o.name for o in exposed.graph.output}
-    for node in exposed.graph.node:
-        for output in node.output:
-            if output and output not in declared:
-                exposed.graph.output.append(onnx.ValueInfoProto(name=output))
-    options = ort.SessionOptions()
-    if not optimize:  # evaluate QDQ pairs in float: the quantization itself, not this CPU's kernels
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    inputs = {i.name for i in session.get_inputs()}
-    return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in inputs}), strict=True))
+    if not expected.ndim:
+        expected, actual = expected.reshape(1), actual.reshape(1)
+    return float(1.0 - row_cosine(expected, actual).mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.accuracy import row_cosine
 from edgeopt.artifact import Artifact, Format, OutputCheck, Verification
 
 
@@ -36,7 +37,7 @@ def compare_outputs(
         difference = np.abs(actual64 - expected64)
         max_abs = float(difference.max(initial=0.0))
         max_rel = float((difference / (np.abs(expected64) + 1e-12)).max(initial=0.0))
-        cosine_min = float(_cosine(expected64, actual64).min(initial=1.0))
+        cosine_min = float(row_cosine(expected64, actual64).min(initial=1.0))
         within = bool(np.all(difference <= tolerance.atol + tolerance.rtol * np.abs(expected64)))
         finite = bool(np.isfinite(actual64).all())
         checks.append(
@@ -57,15 +58,6 @@ def compare_outputs(
         min_cosine=tolerance.min_cosine,
         outputs=tuple(checks),
     )
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row cosine similarity; two all-zero rows count as identical."""
-    dot = (a * b).sum(axis=1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = norms == 0
-    safe = np.where(both_zero, 1.0, norms)
-    return np.where(both_zero, np.where(np.abs(a - b).max(axis=1) == 0, 1.0, 0.0), dot / safe)
 
 
 def describe_failures(verification: Verification) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -75,11 +76,18 @@ class OrtSession(SessionBase):
 def load(artifact: Artifact, device: str, options: SessionOptions) -> OrtSession:
     if artifact.format is not Format.ONNX:
         raise RuntimeUnavailable(f"ort-{device}: cannot run a {artifact.format} artifact")
+    return open_model(artifact.path, device, options)
+
+
+def open_model(source: Path | bytes, device: str = "cpu", options: SessionOptions | None = None) -> OrtSession:
+    """A session on a model file or a serialised model, for stages that run models they
+    are still building (no Artifact record yet)."""
     availability = probe(device)
     if not availability.ok:
         raise RuntimeUnavailable(f"ort-{device}: {availability.reason}")
     import onnxruntime as ort
 
+    options = options or SessionOptions()
     session_options = ort.SessionOptions()
     level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if options.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -89,13 +97,16 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> OrtSession
     if options.threads is not None:
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
+    name = source if isinstance(source, Path) else "the model"
     try:
-        session = ort.InferenceSession(str(artifact.path), session_options, providers=[PROVIDERS[device]])
+        session = ort.InferenceSession(
+            str(source) if isinstance(source, Path) else source, session_options, providers=[PROVIDERS[device]]
+        )
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
-        raise ModelLoadError(f"{artifact.path}: onnxruntime cannot load it: {first_line(err)}") from err
+        raise ModelLoadError(f"{name}: onnxruntime cannot load it: {first_line(err)}") from err
     return OrtSession(session, device)
 
 
 def _spec(arg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape or ())
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))

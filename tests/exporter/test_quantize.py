@@ -174,10 +174,10 @@ def test_budget_on_top1_needs_labels(digits_simplified, digits, tmp_path):
         quantize_int8(digits_simplified, QuantizeInt8Options(budget=Budget()), context)
 
 
-def test_rank_nodes_scores_every_quantized_node(digits_int8, digits_simplified, digits):
+def test_rank_nodes_scores_every_quantized_node(digits_int8, digits_simplified, digits, tmp_path):
     from exporter.sensitivity import quantized_nodes, rank_nodes
 
-    ranked = rank_nodes(digits_simplified.path, digits_int8.path, digits.train.take(0, 32))
+    ranked = rank_nodes(digits_simplified.path, digits_int8.path, digits.train.take(0, 32), tmp_path / "scratch")
     assert {name for name, _, _ in ranked} == set(quantized_nodes(onnx.load(str(digits_int8.path))))
     errors = [error for _, _, error in ranked]
     assert errors == sorted(errors, reverse=True) and all(e >= 0 for e in errors) and errors[0] > 0

@@ -44,19 +44,27 @@ def test_load_unknown_runtime_lists_the_known_ones(digits_onnx):
         load("tensorflow", digits_onnx)
 
 
+@pytest.mark.skipif(
+    probe("ort-cuda").ok, reason="this machine has CUDAExecutionProvider; the refusal path needs one without it"
+)
 def test_load_unavailable_runtime_says_why(digits_onnx):
-    if probe("ort-cuda").ok:
-        pytest.skip("this machine has CUDAExecutionProvider; the refusal path needs a machine without it")
     with pytest.raises(RuntimeUnavailable, match="has no CUDAExecutionProvider"):
         load("ort-cuda", digits_onnx)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("runtime_id", ["torch-cuda", "ort-cuda"])
+@pytest.mark.parametrize(
+    "runtime_id",
+    [
+        "torch-cuda",
+        pytest.param(
+            "ort-cuda",
+            marks=pytest.mark.skipif(not probe("ort-cuda").ok, reason=f"CUDA: {probe('ort-cuda').reason}"),
+        ),
+    ],
+)
 def test_gpu_sessions_match_the_cpu(runtime_id, digits_cnn, digits_onnx, digits):
     artifact = digits_cnn if runtime_id.startswith("torch") else digits_onnx
-    if not probe(runtime_id).ok:
-        pytest.skip(f"GPU present but {probe(runtime_id).reason}")
     feeds = digits.test.take(0, 16)
     with load(runtime_id.replace("cuda", "cpu"), artifact) as cpu, load(runtime_id, artifact) as gpu:
         np.testing.assert_allclose(gpu.run(feeds)["logits"], cpu.run(feeds)["logits"], atol=1e-3, rtol=1e-3)
