@@ -21,6 +21,7 @@ test: setup
 
 bench: setup
 	$(BIN)/edgeopt run recipes/bench.yaml
+	$(BIN)/edgeopt run recipes/resnet.yaml
 
 lint: setup
 	$(BIN)/ruff check .

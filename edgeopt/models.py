@@ -27,11 +27,15 @@ WEIGHTS_FILE = "weights.pt"
 
 @dataclass(frozen=True)
 class BuiltinModel:
+    """trainer: package.module:function(module, train_split, *, seed, on_epoch, **training)."""
+
     factory: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[str, ...]
     dataset: str
-    epochs: int
+    trainer: str
+    training: dict
+    steps: int  # progress steps the trainer reports through on_epoch
     description: str
 
 
@@ -41,34 +45,46 @@ BUILTIN_MODELS = {
         inputs=(TensorSpec("image", ("batch", 1, 8, 8), "float32"),),
         outputs=("logits",),
         dataset="digits",
-        epochs=20,
+        trainer="edgeopt.demo.digits:train_classifier",
+        training={"epochs": 20},
+        steps=20,
         description="a small CNN trained in seconds on scikit-learn's bundled handwritten digits",
+    ),
+    "resnet18-photos": BuiltinModel(
+        factory="edgeopt.demo.photos:photo_resnet18",
+        inputs=(TensorSpec("image", ("batch", 3, 224, 224), "float32"),),
+        outputs=("logits",),
+        dataset="photo-crops",
+        trainer="edgeopt.demo.photos:fit_head",
+        training={},
+        steps=1,
+        description="ResNet-18 at 224×224 classifying crops of scikit-learn's two photographs (head fitted here)",
     ),
 }
 
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = {
+    "digits": "edgeopt.demo.digits:load_digits_dataset",
+    "photo-crops": "edgeopt.demo.photos:load_photo_crops_dataset",
+}
 
 
 def builtin_dataset(name: str) -> Dataset:
-    from edgeopt.demo.digits import load_digits_dataset
+    from edgeopt.factory import resolve_factory
 
-    return {"digits": load_digits_dataset}[name]()
+    return resolve_factory(BUILTIN_DATASETS[name])()
 
 
 def train_builtin(name: str, inputs, outputs, dataset, context: StageContext, on_epoch=None) -> Artifact:
     """Train a built-in model on its dataset's train split and save its state dict."""
     import torch
 
-    from edgeopt.demo.digits import train_classifier
     from edgeopt.factory import resolve_factory
 
     spec = BUILTIN_MODELS[name]
     torch.manual_seed(0)
     module = resolve_factory(spec.factory)()
-    train_classifier(module, dataset.train, epochs=spec.epochs, seed=0, on_epoch=on_epoch)
-    return _save_module(
-        module, spec.factory, {}, None, inputs, outputs, context, {"builtin": name, "epochs": spec.epochs}
-    )
+    resolve_factory(spec.trainer)(module, dataset.train, seed=0, on_epoch=on_epoch, **spec.training)
+    return _save_module(module, spec.factory, {}, None, inputs, outputs, context, {"builtin": name, **spec.training})
 
 
 def load_factory(

@@ -141,11 +141,15 @@ def int8_notes(document: dict) -> list[str]:
                 f"samples, for {artifact['facts']['target']}: {flavour['activations']} activations, "
                 f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
             )
-        slower = [
-            (key, p50[key], p50[(parent, *key[1:])])
-            for key in p50
-            if key[0] == name and (parent, *key[1:]) in p50 and p50[key] >= p50[(parent, *key[1:])]
+        pairs = [
+            (key, p50[key], p50[(parent, *key[1:])]) for key in p50 if key[0] == name and (parent, *key[1:]) in p50
         ]
+        if pairs:
+            ratios = ", ".join(
+                f"{k[1]} batch {k[2]} × {k[3]} threads {theirs / mine:.2f}×" for k, mine, theirs in pairs
+            )
+            notes.append(f"{name} against its float parent {parent} (p50 ratio, above 1 is faster): {ratios}.")
+        slower = [(key, mine, theirs) for key, mine, theirs in pairs if mine >= theirs]
         if not slower:
             continue
         reasons = []
@@ -174,7 +178,7 @@ def budget_note(name: str, budget: dict) -> str:
     verdict = "met" if budget["met"] else "**NOT met**"
     text = (
         f"{name}: budget {budget['metric']} drop ≤ {shown(budget['max_drop'])} {verdict}: "
-        f"{shown(budget['int8'])} against float {shown(budget['float'])}"
+        f"{shown(budget['int8'])} against float {shown(budget['float'])} on the {budget['checked_on']}"
     )
     if not budget["kept_float"]:
         return text + "; every quantizable node is INT8."
