@@ -74,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
 
     quantize = verbs.add_parser("quantize", help="quantize an ONNX model to INT8, calibrated on real samples")
     quantize.add_argument("model", type=Path, metavar="IN.onnx")
-    quantize.add_argument("--calibration", type=Path, metavar="DATA.npz", help="one array per input, samples first")
+    quantize.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DATA.npz|DIR",
+        help="an .npz (one array per input, samples first) or a folder of images (ImageNet-style preprocessing)",
+    )
     quantize.add_argument("-o", "--output", type=Path, required=True)
     quantize.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     quantize.add_argument("--percentile", type=float, default=99.999)
@@ -223,7 +228,7 @@ def _quantize(args) -> int:
         artifact = transform_command("quantize_dynamic", args.model, args.output, {}, None)
     else:
         if args.calibration is None:
-            raise RecipeError("quantize: static INT8 needs --calibration DATA.npz (or --dynamic)")
+            raise RecipeError("quantize: static INT8 needs --calibration DATA.npz or an image folder (or --dynamic)")
         options = {"method": args.method, "percentile": args.percentile, "target": args.target, "samples": args.samples}
         artifact = transform_command("quantize_int8", args.model, args.output, options, None, args.calibration)
     return _report_transform(artifact, args.output)

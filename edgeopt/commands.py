@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from edgeopt.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec
 from edgeopt.context import StageContext
+from edgeopt.data import Dataset
 from edgeopt.errors import ModelLoadError, RecipeError, RuntimeUnavailable, VerificationError, output_error
 
 
@@ -104,7 +105,6 @@ def transform_command(
 
     Verification uses --probe samples, else the first calibration samples, else seeded
     random ones."""
-    from edgeopt.data import load_npz
     from edgeopt.recipe import describe
     from edgeopt.stages import STAGES
     from exporter.verify import describe_failures
@@ -120,9 +120,9 @@ def transform_command(
     if artifact.format is not Format.ONNX:
         raise ModelLoadError(f"{source}: {stage_name} takes an ONNX model")
     inputs = artifact.io.inputs
-    calibration = load_npz(calibration_path, inputs).test if calibration_path else None
+    calibration = load_samples(calibration_path, inputs).test if calibration_path else None
     if probe_path:
-        probe = load_npz(probe_path, inputs).probe()
+        probe = load_samples(probe_path, inputs).probe()
     elif calibration is not None:
         probe = calibration.take(0, 8)
     else:
@@ -134,6 +134,16 @@ def transform_command(
                 f"{output}: not written: the result differs from {source}: {describe_failures(result.verification)}"
             )
         return _write_model(result, output)
+
+
+def load_samples(path: Path, inputs) -> Dataset:
+    """An .npz of arrays, or a folder of images preprocessed to fit the model's input."""
+    from edgeopt.data import load_npz
+    from edgeopt.image_folder import load_image_folder
+
+    if path.is_dir():
+        return load_image_folder(path, None, inputs)
+    return load_npz(path, inputs)
 
 
 def _write_model(artifact: Artifact, output: Path) -> Artifact:

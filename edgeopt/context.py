@@ -18,8 +18,10 @@ class StageContext:
     probe: held-out real samples, one array per model input, to verify the output on.
     calibration: real samples for stages that calibrate (never the held-out test split
     where a train split exists).
-    evaluation: labelled samples on which an accuracy budget is checked.
+    evaluation: samples on which an accuracy budget is checked (validation, never test
+    where a validation split exists).
     modules: ONNX node name → the PyTorch module it came from, where the export said.
+    evaluation_on: which split evaluation is, for the record.
     """
 
     out_dir: Path
@@ -28,12 +30,18 @@ class StageContext:
     calibration: Split | None = None
     evaluation: Split | None = None
     modules: dict[str, str] = dataclasses.field(default_factory=dict)
+    evaluation_on: str = "test"
 
 
 def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:
     """Part of every cache key: a stage verified on other samples is another result."""
+    from edgeopt.image_folder import ImageArray
+
     digest = hashlib.sha256()
     for name in sorted(probe):
+        if isinstance(probe[name], ImageArray):  # streamed: hash the files, not the decoded pixels
+            digest.update(f"{name}:{probe[name].fingerprint}".encode())
+            continue
         array = np.ascontiguousarray(probe[name])
         digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
         digest.update(array.tobytes())

@@ -32,11 +32,13 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """train is for built-in models that train themselves; test is held out."""
+    """train is for built-in models that train themselves; validation is where choices
+    (an accuracy budget) are checked, so test stays held out for the report."""
 
     name: str
     test: Split
     train: Split | None = None
+    validation: Split | None = None
 
     def probe(self, count: int = 8) -> dict[str, np.ndarray]:
         """Held-out samples that stages verify their output on."""

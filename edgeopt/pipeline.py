@@ -24,6 +24,7 @@ from edgeopt.artifact import Artifact, TensorSpec
 from edgeopt.context import StageContext, probe_fingerprint
 from edgeopt.data import Dataset, Split, load_npz
 from edgeopt.errors import RecipeError, VerificationError
+from edgeopt.image_folder import load_image_folder
 from edgeopt.models import (
     BUILTIN_MODELS,
     LOAD_MODEL_VERSION,
@@ -35,7 +36,7 @@ from edgeopt.models import (
     onnx_source_sha256,
     train_builtin,
 )
-from edgeopt.recipe import LoadedRecipe
+from edgeopt.recipe import DataSource, LoadedRecipe
 from edgeopt.stages import STAGES
 from edgeopt.store import Store, stage_key
 from exporter.verify import describe_failures
@@ -62,9 +63,11 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     total = 1 + len(loaded.order)
 
     probe_sha256 = probe_fingerprint(probe_feeds)
-    # calibrate on the train split where there is one, so the test split stays held out
-    calibration = dataset.train or dataset.test
-    calibration_sha256 = probe_fingerprint(calibration.inputs) + probe_fingerprint(dataset.test.inputs)
+    calibration = _calibration(loaded, inputs, dataset)
+    # choices such as an accuracy budget are checked on validation samples, so the
+    # test split the report scores stays held out
+    evaluation, evaluation_on = (dataset.validation, "validation") if dataset.validation else (dataset.test, "test")
+    calibration_sha256 = probe_fingerprint(calibration.inputs) + probe_fingerprint(evaluation.inputs)
     root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
     artifacts: dict[str, Artifact] = {"model": root}
     for position, name in enumerate(loaded.order, start=2):
@@ -75,7 +78,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         samples = probe_sha256 + (calibration_sha256 if stage.calibrated else "")
         key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), samples)
         modules = parent.facts.get("modules", {})
-        context = StageContext(store.root, probe_feeds, verbose, calibration, dataset.test, modules)
+        context = StageContext(store.root, probe_feeds, verbose, calibration, evaluation, modules, evaluation_on)
         make = functools.partial(_run_stage, stage, parent, options, context)
         artifact = _build_or_reuse(store, key, make, f"[{position}/{total}] {variant.stage}", name)
         if artifact.verification is not None and not artifact.verification.passed:
@@ -116,15 +119,31 @@ def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:
     data = loaded.recipe.data
     if data is None:
         return builtin_dataset(BUILTIN_MODELS[loaded.recipe.model.builtin].dataset)
+    return _load_data(loaded, data, inputs, "data")
+
+
+def _calibration(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...], dataset: Dataset) -> Split:
+    """The recipe's calibration samples; else the dataset's train split, so the test split
+    stays held out; else its test split."""
+    source = loaded.recipe.calibration
+    if source is None:
+        return dataset.train or dataset.test
+    calibration = _load_data(loaded, source, inputs, "calibration")
+    return calibration.train or calibration.test
+
+
+def _load_data(loaded: LoadedRecipe, data: DataSource, inputs: tuple[TensorSpec, ...], key: str) -> Dataset:
     if data.builtin is not None:
         dataset = builtin_dataset(data.builtin)
         expected = {spec.name for spec in inputs}
         if set(dataset.test.inputs) != expected:
             raise RecipeError(
-                f"{loaded.path}: data.builtin '{data.builtin}' provides {', '.join(dataset.test.inputs)}, the model takes {', '.join(sorted(expected))}"
+                f"{loaded.path}: {key}.builtin '{data.builtin}' provides {', '.join(dataset.test.inputs)}, the model takes {', '.join(sorted(expected))}"
             )
         return dataset
-    return load_npz(loaded.resolve(data.npz), inputs)
+    if data.npz is not None:
+        return load_npz(loaded.resolve(data.npz), inputs)
+    return load_image_folder(loaded.resolve(data.images), data.preprocess, inputs)
 
 
 def _source(
@@ -141,11 +160,11 @@ def _source(
     source = loaded.recipe.model
     if source.builtin is not None:
         spec = BUILTIN_MODELS[source.builtin]
-        options = {"builtin": source.builtin, "epochs": spec.epochs}
+        options = {"builtin": source.builtin, **spec.training}
 
         def make(out_dir: Path) -> Artifact:
             context = StageContext(out_dir, probe_feeds, verbose)
-            with progress_log.progress(f"training {source.builtin}", spec.epochs) as advance:
+            with progress_log.progress(f"training {source.builtin}", spec.steps) as advance:
                 return train_builtin(source.builtin, inputs, spec.outputs, dataset, context, on_epoch=advance)
 
         label = source.builtin

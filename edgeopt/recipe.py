@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from edgeopt.errors import RecipeError
+from edgeopt.images import Preprocess
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -27,7 +28,7 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    builtin: str | None = Field(None, description="a built-in model: digits-cnn")
+    builtin: str | None = Field(None, description="a built-in model: digits-cnn, resnet18-photos")
     factory: str | None = Field(
         None, description="package.module:function returning a torch.nn.Module, looked up beside the recipe first"
     )
@@ -71,15 +72,22 @@ class InputSpec(_Strict):
 
 
 class DataSource(_Strict):
-    builtin: str | None = Field(None, description="a built-in dataset: digits")
+    builtin: str | None = Field(None, description="a built-in dataset: digits, photo-crops")
     npz: Path | None = Field(None, description="an .npz with one array per input and optional labels")
+    images: Path | None = Field(
+        None, description="a folder of images (one subfolder per class for labels), read batch by batch"
+    )
+    preprocess: Preprocess | None = Field(None, description="with images: resize, crop, mean, std, layout")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
         from edgeopt.models import BUILTIN_DATASETS
 
-        if (self.builtin is None) == (self.npz is None):
-            raise ValueError("give exactly one of builtin, npz")
+        given = [k for k in ("builtin", "npz", "images") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of builtin, npz, images (got {', '.join(given) or 'none'})")
+        if self.preprocess is not None and self.images is None:
+            raise ValueError("preprocess goes with images only")
         if self.builtin is not None and self.builtin not in BUILTIN_DATASETS:
             raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join(BUILTIN_DATASETS)}")
         return self
@@ -108,6 +116,9 @@ class Recipe(_Strict):
     )
     outputs: list[str] | None = Field(None, description="output names for a factory model")
     data: DataSource | None = Field(None, description="held-out samples; a built-in model defaults to its own dataset")
+    calibration: DataSource | None = Field(
+        None, description="samples that calibrate INT8 (default: the dataset's train split, else its test split)"
+    )
     variants: dict[str, Variant] = Field({}, description="artifacts to build, each one stage applied to a parent")
     runtimes: list[str] = Field(["torch-cpu", "ort-cpu"], min_length=1, description="runtime ids to benchmark on")
     bench: BenchSettings = BenchSettings()

@@ -270,6 +270,7 @@ def _fit_budget(
                 break
     return {
         "metric": str(budget.metric),
+        "checked_on": f"{context.evaluation_on} split ({len(evaluation)} samples)",
         "max_drop": budget.max_drop,
         "float": baseline,
         "int8": measured,
