@@ -39,6 +39,7 @@ from edgeopt.models import (
 from edgeopt.recipe import DataSource, LoadedRecipe
 from edgeopt.stages import STAGES
 from edgeopt.store import Store, stage_key
+from edgeopt.text import load_text
 from exporter.verify import describe_failures
 from runtimes import RUNTIMES, load, probe
 from runtimes.base import SessionOptions
@@ -143,6 +144,8 @@ def _load_data(loaded: LoadedRecipe, data: DataSource, inputs: tuple[TensorSpec,
         return dataset
     if data.npz is not None:
         return load_npz(loaded.resolve(data.npz), inputs)
+    if data.text is not None:
+        return load_text(data.text, loaded.path.parent, inputs)
     return load_image_folder(loaded.resolve(data.images), data.preprocess, inputs)
 
 

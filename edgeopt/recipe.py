@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from edgeopt.errors import RecipeError
 from edgeopt.images import Preprocess
+from edgeopt.text import TextSource
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -78,14 +79,15 @@ class DataSource(_Strict):
         None, description="a folder of images (one subfolder per class for labels), read batch by batch"
     )
     preprocess: Preprocess | None = Field(None, description="with images: resize, crop, mean, std, layout")
+    text: TextSource | None = Field(None, description="passages tokenised with the model's tokenizer")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSource:
         from edgeopt.models import BUILTIN_DATASETS
 
-        given = [k for k in ("builtin", "npz", "images") if getattr(self, k) is not None]
+        given = [k for k in ("builtin", "npz", "images", "text") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of builtin, npz, images (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of builtin, npz, images, text (got {', '.join(given) or 'none'})")
         if self.preprocess is not None and self.images is None:
             raise ValueError("preprocess goes with images only")
         if self.builtin is not None and self.builtin not in BUILTIN_DATASETS:

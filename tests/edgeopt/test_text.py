@@ -1,0 +1,89 @@
+"""Text from Python's own documentation, tokenised with a WordPiece tokenizer trained on it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeopt.artifact import TensorSpec
+from edgeopt.errors import DataError
+from edgeopt.text import TextSource, load_text, pydoc_passages
+from tests.conftest import BERT_INPUTS
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A real tokenizer.json (BERT-style WordPiece, 1,000 tokens) learnt offline from the corpus."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tokenizer.train_from_iterator(pydoc_passages(), trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    folder = tmp_path_factory.mktemp("tokenizer")
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_pydoc_passages_are_real_paragraphs():
+    passages = pydoc_passages()
+    assert len(passages) > 1000 and all(len(p.split()) >= 12 for p in passages)
+    assert any("for" in p and "loop" in p for p in passages)
+
+
+def test_text_is_tokenised_seeded_and_padded(tokenizer_dir):
+    source = TextSource(tokenizer=tokenizer_dir, max_length=32, samples=20, seed=3)
+    split = load_text(source, tokenizer_dir, BERT_INPUTS).test
+    ids, mask = split.inputs["input_ids"], split.inputs["attention_mask"]
+    assert ids.shape == (20, 32) and ids.dtype == np.int64 and (ids < 1000).all()
+    assert (ids[:, 0] == 2).all() and set(np.unique(mask)) <= {0, 1}
+    assert (ids[mask == 0] == 0).all()  # padding is [PAD]
+    again = load_text(source, tokenizer_dir, BERT_INPUTS).test
+    np.testing.assert_array_equal(again.inputs["input_ids"], ids)
+    other = load_text(source.model_copy(update={"seed": 4}), tokenizer_dir, BERT_INPUTS).test
+    assert not np.array_equal(other.inputs["input_ids"], ids)
+
+
+def test_text_errors_are_one_line(tokenizer_dir, tmp_path):
+    with pytest.raises(DataError, match="also takes pixel_values"):
+        load_text(TextSource(tokenizer=tokenizer_dir), tokenizer_dir, (TensorSpec("pixel_values", (1, 3), "float32"),))
+    with pytest.raises(DataError, match=r"not a readable tokenizer\.json"):
+        load_text(TextSource(tokenizer=tmp_path), tmp_path, BERT_INPUTS)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="holds no text"):
+        load_text(TextSource(tokenizer=tokenizer_dir, corpus="empty.txt"), tmp_path, BERT_INPUTS)
+
+
+def test_recipe_calibrates_an_encoder_on_text(tokenizer_dir, factory_dir, tmp_path):
+    recipe = {
+        "name": "text",
+        "model": {"factory": "factories:tiny_bert"},
+        "inputs": [
+            {"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in (s.name for s in BERT_INPUTS)
+        ],
+        "data": {"text": {"tokenizer": str(tokenizer_dir), "max_length": 32, "samples": 48}},
+        "variants": {
+            "onnx": {"stage": "export_onnx"},
+            "int8": {"stage": "quantize_int8", "from": "onnx", "options": {"samples": 32}},
+        },
+        "runtimes": ["ort-cpu"],
+        "bench": {"min_runs": 2, "min_duration_s": 0, "warmup_runs": 0},
+    }
+    (factory_dir / "text.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeopt.cli", "run", str(factory_dir / "text.yaml"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["artifacts"]["int8"]["facts"]["calibration_samples"] == 32
+    assert {r["variant"] for r in results["rows"]} == {"onnx", "int8"}
