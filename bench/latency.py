@@ -32,6 +32,7 @@ class LatencyStats:
     std_ms: float
     min_ms: float
     throughput_per_s: float
+    p50_ci_ms: tuple[float, float]  # 95% confidence interval of the median
 
     @classmethod
     def from_samples(cls, batch: int, samples_ns: np.ndarray) -> LatencyStats:
@@ -47,7 +48,20 @@ class LatencyStats:
             std_ms=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
             min_ms=float(ms.min()),
             throughput_per_s=float(batch * 1000.0 / ms.mean()),
+            p50_ci_ms=median_interval(ms),
         )
+
+
+def median_interval(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median: the order statistics
+    n/2 ∓ z·√n/2 (the binomial count of samples below the median), which assumes
+    nothing about the shape of latency distributions (skewed, with outliers)."""
+    ordered = np.sort(samples)
+    n = len(ordered)
+    half_width = z * np.sqrt(n) / 2
+    low = max(int(np.floor(n / 2 - half_width)), 0)
+    high = min(int(np.ceil(n / 2 + half_width)), n - 1)
+    return float(ordered[low]), float(ordered[high])
 
 
 def measure_latency(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> LatencyStats:

@@ -12,7 +12,7 @@ from bench.accuracy import Accuracy
 from bench.latency import LatencyStats
 from edgeopt.errors import output_error
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: latency.p50_ci_ms
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS")
 
+    compare = verbs.add_parser("compare", help="what got faster or slower beyond noise between two runs")
+    compare.add_argument("before", type=Path, metavar="RUN_A")
+    compare.add_argument("after", type=Path, metavar="RUN_B")
+    compare.add_argument(
+        "--threshold", type=float, default=0.02, help="smallest p50 change reported, as a fraction (default 0.02)"
+    )
+
     verbs.add_parser("doctor", help="what this machine can run, and why not")
     return parser
 
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "fp16": _fp16,
             "quantize": _quantize,
             "bench": _bench,
+            "compare": _compare,
             "doctor": _doctor,
         }
         return verbs[args.verb](args)
@@ -277,6 +285,42 @@ def _bench(args) -> int:
             f"{stats.throughput_per_s:.0f}",
         )
     Console(width=120).print(table)
+    return EXIT_OK
+
+
+def _compare(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.compare import compare, load_run
+
+    result = compare(load_run(args.before), load_run(args.after), args.threshold)
+    if not result.same_machine:
+        log.warning("the runs are from different machines or library versions: differences are not only the code's")
+    table = Table(title=f"p50 latency, {args.before} → {args.after}", title_justify="left")
+    for column in ("variant", "runtime", "batch", "threads", "before ms", "after ms", "ratio", "verdict"):
+        table.add_column(column, justify="left" if column in ("variant", "runtime", "verdict") else "right")
+    for change in result.changes:
+        variant, runtime, batch, threads = change.key
+        table.add_row(
+            variant,
+            runtime,
+            str(batch),
+            str(threads),
+            f"{change.before_ms:.3f}",
+            f"{change.after_ms:.3f}",
+            f"{change.ratio:.3f}×",
+            change.verdict,
+        )
+    Console(width=120).print(table)
+    counts = {verdict: sum(c.verdict == verdict for c in result.changes) for verdict in ("faster", "slower")}
+    print(
+        f"{counts['faster']} faster, {counts['slower']} slower, "
+        f"{len(result.changes) - sum(counts.values())} within noise (95% CI of the median, threshold {args.threshold:.0%})"
+    )
+    for label, keys in (("only in", result.only_before), ("new in", result.only_after)):
+        for key in keys:
+            print(f"{label} {args.before if label == 'only in' else args.after}: {' '.join(map(str, key))}")
     return EXIT_OK
 
 
