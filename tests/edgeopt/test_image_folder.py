@@ -1,14 +1,13 @@
 """Folders of real photographs (crops of scikit-learn's two sample images) as model input."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
 from edgeopt.artifact import TensorSpec
+from edgeopt.cli import main
 from edgeopt.context import probe_fingerprint
 from edgeopt.errors import DataError
 from edgeopt.image_folder import default_preprocess, load_image_folder
@@ -111,12 +110,7 @@ def test_recipe_calibrates_on_one_folder_and_checks_its_budget_on_another(tmp_pa
     }
     (factory_dir / "rgb.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeopt.cli", "run", str(factory_dir / "rgb.yaml"), "--output", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    assert main(["run", str(factory_dir / "rgb.yaml"), "--output", str(out)]) == 0
     int8 = json.loads((out / "results.json").read_text())["artifacts"]["int8"]["facts"]
     assert int8["calibration_samples"] == 16
     assert int8["budget"]["checked_on"] == "test split (8 samples)"
@@ -139,10 +133,5 @@ def test_quantize_command_calibrates_on_an_image_folder(photos, tmp_path):
         dynamo=False,
     )
     out = tmp_path / "rgb-int8.onnx"
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeopt.cli", "quantize", str(model), "--calibration", str(photos), "-o", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    assert main(["quantize", str(model), "--calibration", str(photos), "-o", str(out)]) == 0
     assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(out)).graph.node)

@@ -1,14 +1,13 @@
 """Text from Python's own documentation, tokenised with a WordPiece tokenizer trained on it."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
 from edgeopt.artifact import TensorSpec
+from edgeopt.cli import main
 from edgeopt.errors import DataError
 from edgeopt.text import TextSource, load_text, pydoc_passages
 from tests.conftest import BERT_INPUTS
@@ -78,12 +77,7 @@ def test_recipe_calibrates_an_encoder_on_text(tokenizer_dir, factory_dir, tmp_pa
     }
     (factory_dir / "text.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeopt.cli", "run", str(factory_dir / "text.yaml"), "--output", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    assert main(["run", str(factory_dir / "text.yaml"), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["artifacts"]["int8"]["facts"]["calibration_samples"] == 32
     assert {r["variant"] for r in results["rows"]} == {"onnx", "int8"}
