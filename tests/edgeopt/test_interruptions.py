@@ -65,7 +65,13 @@ def test_run_killed_at_random_points_resumes_to_byte_identical_artifacts(mlp_rec
 def test_ctrl_c_stops_with_a_line_on_how_to_resume(mlp_recipe, tmp_path):
     recipe = _recipe(mlp_recipe)
     out = tmp_path / "out"
-    process = subprocess.Popen(_command(recipe, out), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        _command(recipe, out),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -80,6 +86,12 @@ def test_ctrl_c_stops_with_a_line_on_how_to_resume(mlp_recipe, tmp_path):
     )
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
     assert subprocess.run(_command(recipe, out), capture_output=True).returncode == 0
+
+
+def _default_sigint():
+    """A shell runs background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    ignored: restore the default so the child turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _limit_file_size():
