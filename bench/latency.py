@@ -1,4 +1,5 @@
-"""The latency harness: warm-up, then timed runs until a minimum count and duration.
+"""The latency harness: warm-up until stable, then timed runs until a minimum count and
+duration; the server scenario; and the harness's own overhead.
 
 The harness owns the clock (perf_counter_ns around `run` + `sync`); sessions never
 time themselves.
@@ -6,12 +7,19 @@ time themselves.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtimes.base import Session
+
+QUANTILES = tuple(range(0, 101, 5))
+WARMUP_WINDOW_S = (
+    0.02  # long enough for a stable median of microsecond calls  # percentiles kept for distribution plots
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,10 @@ class LatencySettings:
     warmup_runs: int = 10
     min_runs: int = 20
     min_duration_s: float = 1.0
+    # warm-up goes on a window at a time until two windows' medians agree within this
+    # fraction, or for at most max_warmup_s
+    warmup_tolerance: float = 0.05
+    max_warmup_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,10 +45,11 @@ class LatencyStats:
     min_ms: float
     throughput_per_s: float
     p50_ci_ms: tuple[float, float]  # 95% confidence interval of the median
+    quantiles_ms: tuple[float, ...]  # at the QUANTILES percentiles
 
     @classmethod
     def from_samples(cls, batch: int, samples_ns: np.ndarray) -> LatencyStats:
-        ms = samples_ns.astype(np.float64) / 1e6
+        ms = np.asarray(samples_ns).astype(np.float64) / 1e6
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
         return cls(
             batch=batch,
@@ -49,6 +62,7 @@ class LatencyStats:
             min_ms=float(ms.min()),
             throughput_per_s=float(batch * 1000.0 / ms.mean()),
             p50_ci_ms=median_interval(ms),
+            quantiles_ms=tuple(float(q) for q in np.percentile(ms, QUANTILES)),
         )
 
 
@@ -64,19 +78,91 @@ def median_interval(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]
     return float(ordered[low]), float(ordered[high])
 
 
-def measure_latency(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> LatencyStats:
-    """Time `session.run(feeds)` one call at a time; batch is read off the feeds."""
-    for _ in range(settings.warmup_runs):
-        session.run(feeds)
-        session.sync()
-    min_duration_ns = int(settings.min_duration_s * 1e9)
+def warm_up(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> int:
+    """Untimed runs, a window at a time (warmup_runs calls and WARMUP_WINDOW_S at least),
+    until two windows' medians agree: returns how many runs it took."""
+    if settings.warmup_runs == 0:
+        return 0
+    deadline = time.perf_counter_ns() + int(settings.max_warmup_s * 1e9)
+    previous = None
+    runs = 0
+    while True:
+        took = time_calls(session, feeds, settings.warmup_runs, WARMUP_WINDOW_S)
+        runs += len(took)
+        median = float(np.median(took))
+        if previous is not None and abs(median - previous) <= settings.warmup_tolerance * previous:
+            return runs
+        if time.perf_counter_ns() > deadline:
+            return runs
+        previous = median
+
+
+def time_calls(session: Session, feeds: dict[str, np.ndarray], min_runs: int, min_duration_s: float) -> np.ndarray:
+    """Nanoseconds per call, until both the count and the duration are reached."""
+    min_duration_ns = int(min_duration_s * 1e9)
     samples: list[int] = []
     clock = time.perf_counter_ns
     started = clock()
-    while len(samples) < settings.min_runs or clock() - started < min_duration_ns:
+    while len(samples) < min_runs or clock() - started < min_duration_ns:
         begin = clock()
         session.run(feeds)
         session.sync()
         samples.append(clock() - begin)
-    batch = len(next(iter(feeds.values())))
-    return LatencyStats.from_samples(batch, np.asarray(samples))
+    return np.asarray(samples)
+
+
+def measure_latency(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> LatencyStats:
+    """Time `session.run(feeds)` one call at a time; batch is read off the feeds."""
+    warm_up(session, feeds, settings)
+    samples = time_calls(session, feeds, settings.min_runs, settings.min_duration_s)
+    return LatencyStats.from_samples(len(next(iter(feeds.values()))), samples)
+
+
+def harness_overhead(session: Session, feeds: dict[str, np.ndarray], runs: int, pairs: int = 40) -> float:
+    """The harness's median over a bare timed loop's median, on the same session in
+    this process: the median, over `pairs` back-to-back pairs of short chunks, of each
+    pair's ratio, so drift on the machine (slower and faster spells lasting a fraction
+    of a second) cancels within a pair instead of landing on one side."""
+    clock = time.perf_counter_ns
+    run = session.run
+    chunk = max(runs // pairs, 10)
+    ratios = []
+    for _ in range(pairs):
+        harness = time_calls(session, feeds, chunk, 0.0)
+        bare = np.empty(chunk, np.int64)
+        for index in range(chunk):
+            begin = clock()
+            run(feeds)
+            bare[index] = clock() - begin
+        ratios.append(np.median(harness) / np.median(bare))
+    return float(np.median(ratios))
+
+
+def serve(
+    session: Session, feeds: dict[str, np.ndarray], rate_per_s: float, requests: int, concurrency: int, seed: int = 0
+) -> np.ndarray:
+    """The server scenario: requests arrive at random (Poisson) at `rate_per_s` and are
+    served by `concurrency` threads sharing the session. Returns each request's latency
+    from its arrival to its answer, queueing included, in nanoseconds."""
+    arrivals = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate_per_s, requests))
+    latencies = np.zeros(requests, np.int64)
+    clock = time.perf_counter_ns
+    lock = threading.Lock()
+
+    def handle(index: int, due: int) -> None:
+        session.run(feeds)
+        session.sync()
+        with lock:
+            latencies[index] = clock() - due
+
+    start = clock() + 1_000_000
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures = []
+        for index, arrival in enumerate(arrivals):
+            due = start + int(arrival * 1e9)
+            while (now := clock()) < due:
+                time.sleep(min((due - now) / 1e9, 0.0005))
+            futures.append(pool.submit(handle, index, due))
+        for future in futures:
+            future.result()
+    return latencies

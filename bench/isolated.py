@@ -1,0 +1,175 @@
+"""Measurements each in a process of its own (bench/worker.py), in interleaved rounds.
+
+One worker process per (artifact, runtime, threads) loads its session once and waits.
+Then, batch size by batch size, `rounds` rounds each time every worker for a slice of
+the minimum count and duration, in the plan's order rotated by the round: slow drift on
+a shared machine (a neighbour's load, clock changes) lands on every artifact alike
+rather than on whichever ran last. A measurement pools its rounds' samples; the spread
+of the rounds' medians flags measurements the machine was too noisy for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.latency import LatencySettings, LatencyStats
+from edgeopt.errors import DataError
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    runtime: str
+    threads: int
+    artifact_dir: Path
+    batches: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    load: float  # fraction of the single-stream capacity (1 / p50 at batch 1)
+    requests: int
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One job × batch, pooled over its rounds."""
+
+    latency: LatencyStats
+    round_p50_ms: tuple[float, ...]
+    spread: float  # largest round median over the smallest, minus 1
+    load_s: float  # cold start: the fresh process loading the artifact
+    baseline_rss_mb: float  # the process before it loaded the artifact
+    peak_rss_mb: float
+    warmup_runs: int
+    harness_overhead: float | None
+
+
+@dataclass(frozen=True)
+class ServerMeasured:
+    rate_per_s: float
+    latency: LatencyStats
+
+
+# below this batch-1 latency a Python-threaded server measures its own request dispatch
+# (tens of microseconds per request), not the model
+SERVER_MIN_MS = 0.5
+
+
+class Worker:
+    def __init__(self, job: Job, feeds: Path, settings: LatencySettings):
+        self.job = job
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        request = {
+            "artifact_dir": str(job.artifact_dir),
+            "runtime": job.runtime,
+            "threads": job.threads,
+            "feeds": str(feeds),
+            "settings": dataclasses.asdict(settings),
+        }
+        self.loaded = self.ask("load", request)
+
+    def ask(self, verb: str, request: dict) -> dict:
+        try:
+            self._process.stdin.write(json.dumps({verb: request}) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self._process.wait()
+            tail = (self._process.stderr.read().strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"benchmark worker for {self._name} exited {self._process.returncode}: {tail}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise (DataError if answer["bad_input"] else RuntimeError)(f"{self._name}: {answer['error']}")
+        return answer
+
+    @property
+    def _name(self) -> str:
+        return f"{self.job.variant} on {self.job.runtime}, {self.job.threads} threads"
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+def run_isolated(
+    jobs: list[Job],
+    feeds: Path,
+    settings: LatencySettings,
+    rounds: int,
+    overhead: bool,
+    server: ServerSettings | None,
+    on_done=None,
+) -> tuple[dict[tuple[Job, int], Measured], dict[Job, ServerMeasured]]:
+    workers: list[Worker] = []
+    try:
+        for job in jobs:  # one at a time: the load time is a cold start, not a contended one
+            workers.append(Worker(job, feeds, settings))
+        samples: dict[tuple[Job, int], list[dict]] = {}
+        per_round = {
+            "min_runs": math.ceil(settings.min_runs / rounds),
+            "min_duration_s": settings.min_duration_s / rounds,
+        }
+        for batch in sorted({b for job in jobs for b in job.batches}):
+            for round_index in range(rounds):
+                shift = round_index % len(workers)
+                for worker in workers[shift:] + workers[:shift]:
+                    if batch in worker.job.batches:
+                        request = {"batch": batch, "warm_up": round_index == 0, **per_round}
+                        samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
+                if on_done is not None:
+                    on_done()
+        overheads = {
+            (w.job, b): w.ask("overhead", {"batch": b, "runs": settings.min_runs})["ratio"]
+            for w in workers
+            if overhead
+            for b in w.job.batches
+        }
+        served = {w.job: _serve(w, samples[(w.job, 1)], server) for w in workers if server and 1 in w.job.batches}
+        finished = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
+    finally:
+        for worker in workers:
+            worker.close()
+    measured = {key: _pool(key[1], answers, finished[key[0]], overheads.get(key)) for key, answers in samples.items()}
+    return measured, {job: result for job, result in served.items() if result is not None}
+
+
+def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> ServerMeasured | None:
+    p50_ms = float(np.median(np.concatenate([t["samples_ns"] for t in timed]))) / 1e6
+    if p50_ms < SERVER_MIN_MS:
+        return None
+    rate = server.load * 1000.0 / p50_ms
+    answer = worker.ask("serve", {"rate_per_s": rate, "requests": server.requests, "concurrency": server.concurrency})
+    return ServerMeasured(rate, LatencyStats.from_samples(1, np.asarray(answer["samples_ns"])))
+
+
+def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None) -> Measured:
+    medians = tuple(float(np.median(r["samples_ns"])) / 1e6 for r in rounds)
+    return Measured(
+        latency=LatencyStats.from_samples(batch, np.concatenate([r["samples_ns"] for r in rounds])),
+        round_p50_ms=medians,
+        spread=max(medians) / min(medians) - 1.0,
+        load_s=process["load_s"],
+        baseline_rss_mb=process["baseline_rss_bytes"] / 2**20,
+        peak_rss_mb=process["peak_rss_bytes"] / 2**20,
+        warmup_runs=sum(r["warmup_runs"] for r in rounds),
+        harness_overhead=overhead,
+    )

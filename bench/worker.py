@@ -1,0 +1,115 @@
+"""A measuring process of its own: `python -m bench.worker`, driven over stdin/stdout.
+
+Each (artifact, runtime, threads) gets a fresh process, so no measurement inherits
+another's caches, allocator state or thread pools, and the thread settings are fixed
+before any library starts its pools. The process lives for the whole benchmark, so
+the parent can interleave short rounds across every artifact: drift on a shared machine
+then lands on all of them alike. One JSON request per line in, one answer per line out:
+
+    {"load": {...}}                  → {"load_s", "baseline_rss_bytes"}
+    {"time": {"batch", "min_runs", "min_duration_s", "warm_up"}} → {"samples_ns", "warmup_runs"}
+        (warm_up: until stable, on a batch's first round; else one warm-up window)
+    {"overhead": {"batch", "runs"}}  → {"ratio"}
+    {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
+    {"finish": {}}                   → {"peak_rss_bytes"}, then exit
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def main() -> int:
+    state: dict = {}
+    for line in sys.stdin:
+        (verb, request), *_ = json.loads(line).items()
+        try:
+            answer = HANDLERS[verb](state, request)
+        except Exception as err:  # reported to the parent, which raises it as its own kind
+            from edgeopt.errors import EdgeoptError, first_line
+
+            answer = {"error": first_line(err), "bad_input": isinstance(err, EdgeoptError)}
+        print(json.dumps(answer), flush=True)
+        if verb == "finish" or "error" in answer:
+            break
+    return 0
+
+
+def _load(state: dict, request: dict) -> dict:
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(request["threads"])
+    from pathlib import Path
+
+    import numpy as np
+    import psutil
+
+    from bench.latency import LatencySettings
+    from edgeopt.artifact import Artifact
+    from runtimes import load
+    from runtimes.base import SessionOptions
+
+    if request["runtime"].startswith("torch"):
+        import torch
+
+        torch.set_num_threads(request["threads"])
+        torch.set_num_interop_threads(1)
+    baseline_rss = psutil.Process().memory_info().rss
+    artifact = Artifact.load(Path(request["artifact_dir"]))
+    began = time.perf_counter()
+    state["session"] = load(request["runtime"], artifact, SessionOptions(threads=request["threads"]))
+    load_s = time.perf_counter() - began
+    feeds: dict[int, dict] = {}
+    with np.load(request["feeds"], allow_pickle=False) as archive:
+        for key in archive.files:  # b<batch>__<input name>
+            batch, name = key.split("__", 1)
+            feeds.setdefault(int(batch[1:]), {})[name] = archive[key]
+    state["feeds"] = feeds
+    state["settings"] = LatencySettings(**request["settings"])
+    return {"load_s": load_s, "baseline_rss_bytes": baseline_rss}
+
+
+def _feeds(state: dict, batch: int) -> dict:
+    return {spec.name: state["feeds"][batch][spec.name] for spec in state["session"].inputs}
+
+
+def _time(state: dict, request: dict) -> dict:
+    from bench.latency import WARMUP_WINDOW_S, time_calls, warm_up
+
+    session, feeds = state["session"], _feeds(state, request["batch"])
+    if request["warm_up"]:
+        warmup = warm_up(session, feeds, state["settings"])
+    else:  # caches and thread pools went cold while the other processes ran: one window
+        warmup = len(time_calls(session, feeds, state["settings"].warmup_runs, WARMUP_WINDOW_S))
+    samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"])
+    return {"samples_ns": samples.tolist(), "warmup_runs": warmup}
+
+
+def _overhead(state: dict, request: dict) -> dict:
+    from bench.latency import harness_overhead
+
+    return {"ratio": harness_overhead(state["session"], _feeds(state, request["batch"]), request["runs"])}
+
+
+def _serve(state: dict, request: dict) -> dict:
+    from bench.latency import serve
+
+    latencies = serve(state["session"], _feeds(state, 1), **request)
+    return {"samples_ns": latencies.tolist()}
+
+
+def _finish(state: dict, request: dict) -> dict:
+    if "session" in state:
+        state["session"].close()
+    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+HANDLERS = {"load": _load, "time": _time, "overhead": _overhead, "serve": _serve, "finish": _finish}
+
+if __name__ == "__main__":
+    sys.exit(main())

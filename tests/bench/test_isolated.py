@@ -1,0 +1,71 @@
+"""Measurements in worker processes: rounds pooled, the server scenario, worker errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.isolated import Job, ServerSettings, run_isolated
+from bench.latency import LatencySettings, harness_overhead, serve, warm_up
+from edgeopt.errors import DataError
+from runtimes import load
+from runtimes.base import SessionOptions
+
+QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_duration_s=0.0)
+
+
+@pytest.fixture
+def feeds(tmp_path, digits):
+    path = tmp_path / "feeds.npz"
+    np.savez(path, b1__image=digits.test.inputs["image"][:1], b4__image=digits.test.inputs["image"][:4])
+    return path
+
+
+def test_rounds_interleave_processes_and_are_pooled(digits_onnx, feeds):
+    jobs = [
+        Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1, 4)),
+        Job("again", "ort-cpu", 2, digits_onnx.directory, (1,)),
+    ]
+    measured, served = run_isolated(jobs, feeds, QUICK, rounds=3, overhead=True, server=None)
+    assert set(measured) == {(jobs[0], 1), (jobs[0], 4), (jobs[1], 1)} and served == {}
+    one = measured[(jobs[0], 1)]
+    assert len(one.round_p50_ms) == 3 and one.latency.runs >= 6 and one.latency.batch == 1
+    assert one.spread >= 0 and one.warmup_runs >= 2 and one.load_s > 0
+    assert one.peak_rss_mb > one.baseline_rss_mb > 0
+    assert one.harness_overhead > 0
+
+
+def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_path_factory, digits):
+    from edgeopt.artifact import TensorSpec
+    from tests.conftest import build_factory
+
+    inputs = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)
+    wide = build_factory(tmp_path_factory, "factories:wide_mlp", inputs, digits.probe())
+    path = tmp_path / "feeds.npz"
+    np.savez(path, b1__image=digits.test.inputs["image"][:1])
+    job = Job("wide", "torch-cpu", 1, wide.directory, (1,))
+    server = ServerSettings(load=0.5, requests=40, concurrency=2)
+    measured, served = run_isolated([job], path, QUICK, rounds=1, overhead=False, server=server)
+    assert measured[(job, 1)].latency.p50_ms >= 0.5  # slow enough for the scenario to run
+    result = served[job]
+    assert result.latency.runs == 40 and result.latency.p99_ms >= result.latency.p50_ms > 0
+    assert result.rate_per_s == pytest.approx(0.5 * 1000 / measured[(job, 1)].latency.p50_ms, rel=1e-6)
+
+
+def test_a_worker_that_cannot_load_its_artifact_says_so_in_one_line(digits_onnx, feeds, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "artifact.json").write_text((Path(digits_onnx.directory) / "artifact.json").read_text())
+    job = Job("broken", "ort-cpu", 1, broken, (1,))
+    with pytest.raises(DataError, match=r"broken on ort-cpu, 1 threads: .*model\.onnx"):
+        run_isolated([job], feeds, QUICK, rounds=1, overhead=False, server=None)
+
+
+def test_warm_up_serve_and_overhead_in_process(digits_onnx, digits):
+    feeds = digits.test.take(0, 1)
+    with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
+        assert warm_up(session, feeds, QUICK) >= 4  # two windows at least
+        latencies = serve(session, feeds, rate_per_s=200.0, requests=20, concurrency=2)
+        ratio = harness_overhead(session, feeds, runs=60)
+    assert len(latencies) == 20 and (latencies > 0).all()
+    assert ratio > 0
