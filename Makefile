@@ -21,6 +21,8 @@ test: setup
 
 bench: setup
 	$(BIN)/edgeopt run recipes/bench.yaml
+	$(BIN)/edgeopt run recipes/bench-reordered.yaml
+	$(BIN)/edgeopt compare runs/bench runs/bench-reordered
 	$(BIN)/edgeopt run recipes/resnet.yaml
 
 lint: setup

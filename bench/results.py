@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bench.accuracy import Accuracy
 from bench.latency import LatencyStats
+from bench.recommend import recommend
 from edgeopt.errors import output_error
 
-SCHEMA_VERSION = 2  # 2: latency.p50_ci_ms
+SCHEMA_VERSION = 3  # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,16 @@ class Row:
     precision: str
     batch: int
     threads: int
-    load_s: float
-    latency: LatencyStats
+    load_s: float  # cold start: a fresh process loading the artifact
+    latency: LatencyStats  # samples of every round pooled
     accuracy: Accuracy
+    round_p50_ms: tuple[float, ...]  # each interleaved round's median
+    spread: float  # largest round median over the smallest, minus 1
+    stable: bool  # spread within the recipe's stability threshold
+    baseline_rss_mb: float  # the measuring process before it loaded the artifact
+    peak_rss_mb: float
+    warmup_runs: int
+    harness_overhead: float | None  # harness median over a bare loop's, where measured
 
 
 def speedups(rows: list[Row], baseline_variant: str) -> list[float | None]:
@@ -49,10 +57,15 @@ def results_document(
     artifacts: dict,
     rows: list[Row],
     skipped: list[dict],
+    scenarios: list[dict],
+    max_accuracy_drop: float,
     duration_s: float,
     created: str,
 ) -> dict:
     ratios = speedups(rows, "model")
+    row_dicts = [
+        {**dataclasses.asdict(row), "speedup_vs_model": ratio} for row, ratio in zip(rows, ratios, strict=True)
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "recipe": recipe,
@@ -61,10 +74,45 @@ def results_document(
         "duration_s": round(duration_s, 3),
         "machine": machine,
         "artifacts": {name: artifact.to_json() for name, artifact in artifacts.items()},
-        "rows": [
-            {**dataclasses.asdict(row), "speedup_vs_model": ratio} for row, ratio in zip(rows, ratios, strict=True)
-        ],
+        "rows": row_dicts,
         "skipped": skipped,
+        "scenarios": scenarios,
+        "max_accuracy_drop": max_accuracy_drop,
+        "recommendations": recommend(row_dicts, max_accuracy_drop),
+        "summary": summary(rows, {name: artifact.sha256 for name, artifact in artifacts.items()}),
+    }
+
+
+def summary(rows: list[Row], shas: dict[str, str]) -> dict:
+    """What says whether the numbers can be trusted: the spread between rounds, the same
+    artifact measured twice under two names, and the harness's overhead."""
+    overheads = [r.harness_overhead for r in rows if r.harness_overhead is not None]
+    spreads = sorted(r.spread for r in rows)
+    first: dict[tuple, Row] = {}
+    twins = []
+    for row in rows:
+        key = (shas[row.variant], row.runtime, row.batch, row.threads)
+        if key in first:
+            twin = first[key]
+            twins.append(
+                {
+                    "variants": [twin.variant, row.variant],
+                    "runtime": row.runtime,
+                    "batch": row.batch,
+                    "threads": row.threads,
+                    "difference": abs(row.latency.p50_ms / twin.latency.p50_ms - 1.0),
+                }
+            )
+        else:
+            first[key] = row
+    return {
+        "measurements": len(rows),
+        "max_spread": spreads[-1] if spreads else None,
+        "median_spread": spreads[len(spreads) // 2] if spreads else None,
+        "unstable": [f"{r.variant} {r.runtime} batch {r.batch} × {r.threads}" for r in rows if not r.stable],
+        "measured_twice": twins,
+        "max_twice_difference": max((t["difference"] for t in twins), default=None),
+        "max_harness_overhead": max(overheads, default=None),
     }
 
 
@@ -72,7 +120,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Write beside the target, then rename: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

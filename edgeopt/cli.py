@@ -151,7 +151,8 @@ def _run(args) -> int:
     )
     result = run(loaded, output, verbose=args.verbose)
     _print_rows(result.document["rows"])
-    print(f"report: {output / 'report.md'}")
+    _print_trust(result.document["summary"])
+    print(f"report: {output / 'report.md'} and {output / 'report.html'}")
     print(f"results: {output / 'results.json'}")
     log.info("PASSED in %.1f s", time.perf_counter() - started)
     return EXIT_OK
@@ -179,6 +180,22 @@ def _print_rows(rows: list[dict]) -> None:
             "—" if accuracy["top1"] is None else f"{100 * accuracy['top1']:.2f}%",
         )
     Console(width=120).print(table)
+
+
+def _print_trust(summary: dict) -> None:
+    if not summary["measurements"]:
+        return
+    print(
+        f"spread of the median between interleaved rounds: {100 * summary['median_spread']:.1f}% typical, "
+        f"{100 * summary['max_spread']:.1f}% at most; unstable measurements: {len(summary['unstable'])}"
+    )
+    if summary["max_twice_difference"] is not None:
+        print(
+            f"same artifact measured twice: medians differ by {100 * summary['max_twice_difference']:.1f}% at most "
+            "(bar: 3%)"
+        )
+    if summary["max_harness_overhead"] is not None:
+        print(f"harness overhead: median at most {summary['max_harness_overhead']:.4f}× a bare loop's (bar: 1.02)")
 
 
 def parse_input(text: str):

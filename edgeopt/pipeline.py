@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.accuracy import predict, score
-from bench.latency import LatencySettings, measure_latency
+from bench.isolated import SERVER_MIN_MS, Job, ServerSettings, run_isolated
+from bench.latency import LatencySettings
 from bench.machine import fingerprint
+from bench.report.html import render_html
 from bench.report.markdown import render
 from bench.results import Row, results_document, write_atomic, write_results
 from edgeopt import log as progress_log
@@ -88,7 +90,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
             )
         artifacts[name] = artifact
 
-    rows, skipped = _benchmark(loaded, artifacts, dataset)
+    rows, skipped, scenarios = _benchmark(loaded, artifacts, dataset)
     document = results_document(
         recipe=recipe.name,
         recipe_path=str(loaded.path),
@@ -96,11 +98,14 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         artifacts=artifacts,
         rows=rows,
         skipped=skipped,
+        scenarios=scenarios,
+        max_accuracy_drop=recipe.bench.max_accuracy_drop,
         duration_s=time.perf_counter() - started,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     write_results(output_dir / "results.json", document)
     write_atomic(output_dir / "report.md", render(document))
+    write_atomic(output_dir / "report.html", render_html(document))
     return RunResult(output_dir, document)
 
 
@@ -233,12 +238,15 @@ def _build_or_reuse(store: Store, key: str, make, step: str, label: str) -> Arti
     return artifact
 
 
-def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset) -> tuple[list[Row], list[dict]]:
-    """Every artifact on every runtime of the recipe that runs its format."""
+def _benchmark(
+    loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset
+) -> tuple[list[Row], list[dict], list[dict]]:
+    """Every artifact on every runtime of the recipe that runs its format, measured in the
+    order the recipe lists them (the accuracy reference, `model`, first)."""
     settings = loaded.recipe.bench
-    latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
     plan, skipped = [], []
-    for name, artifact in artifacts.items():
+    for name in ["model", *loaded.recipe.variants]:
+        artifact = artifacts[name]
         for runtime_id in loaded.recipe.runtimes:
             if RUNTIMES[runtime_id].format != artifact.format:
                 continue
@@ -252,50 +260,92 @@ def _benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Da
                 log.warning("%s: not measured on %s: %s", name, runtime_id, availability.reason)
                 continue
             plan.append((name, runtime_id))
-    measurements = len(plan) * len(settings.threads) * len(settings.batch_sizes)
-    log.info("bench: %d measurements (%d artifact × runtime pairs)", measurements, len(plan))
-    rows: list[Row] = []
-    reference: dict | None = None
-    with progress_log.progress("benchmarking", measurements) as advance:
-        for name, runtime_id in plan:
-            artifact = artifacts[name]
-            accuracy = None
-            for threads in sorted(settings.threads, reverse=True):
-                began = time.perf_counter()
-                with load(runtime_id, artifact, SessionOptions(threads=threads)) as session:
-                    load_s = time.perf_counter() - began
-                    if accuracy is None:
-                        outputs = predict(session, dataset.test, _eval_batch(artifact, settings.accuracy_batch_size))
-                        if reference is None:
-                            reference = outputs
-                        accuracy = score(outputs, dataset.test.labels, reference)
-                    for batch in settings.batch_sizes:
-                        fixed = artifact.io.inputs[0].shape[0]
-                        if isinstance(fixed, int) and fixed != batch:
-                            skipped.append(
-                                {
-                                    "variant": name,
-                                    "runtime": runtime_id,
-                                    "reason": f"batch {batch}: the model's batch dim is fixed at {fixed}",
-                                }
-                            )
-                            advance()
-                            continue
-                        stats = measure_latency(session, _batch(dataset.test, batch), latency)
-                        rows.append(
-                            Row(name, runtime_id, str(artifact.precision), batch, threads, load_s, stats, accuracy)
-                        )
-                        log.debug(
-                            "%s on %s, batch %d, %d threads: p50 %.3f ms",
-                            name,
-                            runtime_id,
-                            batch,
-                            threads,
-                            stats.p50_ms,
-                        )
-                        advance()
+    rows, scenarios = _measure(plan, artifacts, dataset, settings, skipped)
     rows.sort(key=lambda r: (r.batch, r.threads, list(artifacts).index(r.variant), r.runtime))
-    return rows, skipped
+    return rows, skipped, scenarios
+
+
+def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, skipped: list[dict]):
+    """Accuracy here, once per artifact × runtime; latency in isolated worker processes."""
+    import tempfile
+
+    import numpy as np
+
+    jobs = []
+    for name, runtime_id in plan:
+        fixed = artifacts[name].io.inputs[0].shape[0]
+        batches = tuple(b for b in settings.batch_sizes if not isinstance(fixed, int) or b == fixed)
+        for batch in sorted(set(settings.batch_sizes) - set(batches)):
+            reason = f"batch {batch}: the model's batch dim is fixed at {fixed}"
+            skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
+        jobs += [Job(name, runtime_id, threads, artifacts[name].directory, batches) for threads in settings.threads]
+    accuracy = _accuracy(plan, artifacts, dataset, settings)
+    latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
+    server = ServerSettings(**settings.server.model_dump()) if settings.server else None
+    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs), settings.rounds)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
+        feeds = Path(scratch) / "feeds.npz"
+        np.savez(feeds, **{f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(dataset.test, b).items()})
+        batches = len(set(settings.batch_sizes))
+        with progress_log.progress("benchmarking", batches * settings.rounds) as advance:
+            measured, served = run_isolated(
+                jobs, feeds, latency, settings.rounds, settings.harness_overhead, server, on_done=advance
+            )
+    rows = [
+        Row(
+            variant=job.variant,
+            runtime=job.runtime,
+            precision=str(artifacts[job.variant].precision),
+            batch=batch,
+            threads=job.threads,
+            load_s=m.load_s,
+            latency=m.latency,
+            accuracy=accuracy[(job.variant, job.runtime)],
+            round_p50_ms=m.round_p50_ms,
+            spread=m.spread,
+            stable=m.spread <= settings.stability_threshold,
+            baseline_rss_mb=m.baseline_rss_mb,
+            peak_rss_mb=m.peak_rss_mb,
+            warmup_runs=m.warmup_runs,
+            harness_overhead=m.harness_overhead,
+        )
+        for (job, batch), m in measured.items()
+    ]
+    for job in jobs:
+        if server and 1 in job.batches and job not in served:
+            reason = f"server scenario, {job.threads} threads: batch-1 latency under {SERVER_MIN_MS} ms, too short to tell the model from the request dispatch"
+            skipped.append({"variant": job.variant, "runtime": job.runtime, "reason": reason})
+    scenarios = [
+        {
+            "scenario": "server",
+            "variant": job.variant,
+            "runtime": job.runtime,
+            "threads": job.threads,
+            "load": server.load,
+            "concurrency": server.concurrency,
+            "rate_per_s": s.rate_per_s,
+            "requests": s.latency.runs,
+            "p50_ms": s.latency.p50_ms,
+            "p90_ms": s.latency.p90_ms,
+            "p99_ms": s.latency.p99_ms,
+        }
+        for job, s in served.items()
+    ]
+    return rows, scenarios
+
+
+def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings) -> dict:
+    """Each artifact × runtime on the whole test split; agreement against the first one."""
+    results = {}
+    reference = None
+    for name, runtime_id in plan:
+        artifact = artifacts[name]
+        with load(runtime_id, artifact, SessionOptions(threads=max(settings.threads))) as session:
+            outputs = predict(session, dataset.test, _eval_batch(artifact, settings.accuracy_batch_size))
+        if reference is None:
+            reference = outputs
+        results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference)
+    return results
 
 
 def _eval_batch(artifact: Artifact, preferred: int) -> int:

@@ -101,6 +101,12 @@ class Variant(_Strict):
     options: dict[str, Any] = Field({}, description="the stage's options (see edgeopt recipe --schema)")
 
 
+class ServerScenario(_Strict):
+    load: float = Field(0.7, gt=0, description="arrival rate as a fraction of the single-stream capacity")
+    requests: PositiveInt = Field(200, description="requests, arriving at random (Poisson)")
+    concurrency: PositiveInt = Field(2, description="threads serving them, sharing one session")
+
+
 class BenchSettings(_Strict):
     batch_sizes: list[PositiveInt] = Field([1], min_length=1, description="batch sizes to time")
     threads: list[PositiveInt] = Field([1], min_length=1, description="intra-op thread counts to time")
@@ -108,6 +114,19 @@ class BenchSettings(_Strict):
     min_runs: PositiveInt = Field(20, description="timed runs at least")
     min_duration_s: float = Field(1.0, ge=0, description="timed seconds at least")
     accuracy_batch_size: PositiveInt = Field(64, description="batch size for the accuracy pass")
+    rounds: PositiveInt = Field(
+        4, description="each measurement is timed in this many rounds, interleaved across artifacts"
+    )
+    stability_threshold: float = Field(
+        0.05, gt=0, description="a measurement whose rounds' medians differ by more is flagged unstable"
+    )
+    harness_overhead: bool = Field(False, description="also time a bare loop to measure the harness's overhead")
+    server: ServerScenario | None = Field(
+        ServerScenario(), description="the server scenario at batch 1 (null: skip it)"
+    )
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, description="recommendations only consider artifacts within this drop (top-1, else agreement)"
+    )
 
 
 class Recipe(_Strict):

@@ -38,6 +38,10 @@ def render(document: dict) -> str:
         f"{' '.join(machine['cpu_flags']) or 'no SIMD flags read'}), {machine['memory_gb']} GB; "
         f"GPU: {', '.join(machine['gpus']) or 'none'}. {libraries}.",
         "",
+    ]
+    lines += _recommendation_section(document)
+    lines += [
+        "",
         "## Artifacts",
         "",
         "| variant | stage | format | precision | size | nodes | verification | sha256 |",
@@ -57,20 +61,26 @@ def render(document: dict) -> str:
         "",
         "Latency per call, in milliseconds; throughput in samples per second. "
         "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "
-        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model.",
+        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model. "
+        "Spread is how far the medians of the interleaved rounds lie apart; load is the cold start of the "
+        "measuring process, a fresh one per artifact × runtime × threads; peak memory is its peak RSS.",
         "",
-        "| variant | runtime | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | runs | throughput/s | speedup | load s | top-1 | agreement |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | speedup | spread | load s | peak MB | top-1 | agreement |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in document["rows"]:
         latency, accuracy = row["latency"], row["accuracy"]
+        low, high = latency["p50_ci_ms"]
         speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
         lines.append(
             f"| {row['variant']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
-            f"{_ms(latency['p50_ms'])} | {_ms(latency['p90_ms'])} | {_ms(latency['p99_ms'])} | "
-            f"{_ms(latency['mean_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
-            f"{row['load_s']:.3f} | {_pct(accuracy['top1'])} | {_pct(accuracy['agreement_top1'])} |"
+            f"{_ms(latency['p50_ms'])} | {_ms(low)}–{_ms(high)} | {_ms(latency['p90_ms'])} | "
+            f"{_ms(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
+            f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
+            f"{row['peak_rss_mb']:.0f} | {_pct(accuracy['top1'])} | {_pct(accuracy['agreement_top1'])} |"
         )
+    lines += _server_section(document["scenarios"])
+    lines += _trust_section(document["summary"])
     notes = int8_notes(document)
     if notes:
         lines += ["", "## Notes", ""]
@@ -80,11 +90,75 @@ def render(document: dict) -> str:
         lines += [f"- {s['variant']} on {s['runtime']}: {s['reason']}" for s in document["skipped"]]
     lines += [
         "",
-        "Each measurement: warm-up runs, then timed runs until both the minimum count and the "
-        "minimum duration are reached; the clock is perf_counter_ns around one call.",
+        "Each artifact × runtime × threads is measured in a process of its own with fixed thread settings, "
+        "in rounds interleaved across artifacts: warm-up until two windows' medians agree, then timed runs "
+        "until both the minimum count and the minimum duration are reached; the clock is perf_counter_ns "
+        "around one call.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _recommendation_section(document: dict) -> list[str]:
+    lines = ["", "## Recommendation", ""]
+    budget = document["max_accuracy_drop"]
+    if not document["recommendations"]:
+        return [*lines, f"No artifact measured on a target with alternatives is within the accuracy budget ({budget})."]
+    lines.append(f"Fastest artifact per target within an accuracy drop of {budget} from the source model:")
+    lines.append("")
+    return lines + [f"- {pick['text']}" for pick in document["recommendations"]]
+
+
+def _server_section(scenarios: list[dict]) -> list[str]:
+    if not scenarios:
+        return []
+    lines = [
+        "",
+        "## Server scenario",
+        "",
+        "Requests arrive at random (Poisson) at a fraction of the single-stream capacity (1 / p50 at batch 1) "
+        "and are served by concurrent threads sharing one session; latency runs from arrival to answer, "
+        "queueing included.",
+        "",
+        "| variant | runtime | threads | load | rate/s | concurrency | requests | p50 ms | p90 ms | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in scenarios:
+        lines.append(
+            f"| {s['variant']} | {s['runtime']} | {s['threads']} | {s['load']:.0%} | {s['rate_per_s']:.0f} | "
+            f"{s['concurrency']} | {s['requests']} | {_ms(s['p50_ms'])} | {_ms(s['p90_ms'])} | {_ms(s['p99_ms'])} |"
+        )
+    return lines
+
+
+def _trust_section(summary: dict) -> list[str]:
+    sentences = trust_sentences(summary)
+    return (
+        ["", "## How far to trust these numbers", "", *[f"- {sentence}" for sentence in sentences]] if sentences else []
+    )
+
+
+def trust_sentences(summary: dict) -> list[str]:
+    """Run-to-run spread, unstable measurements and the harness's overhead, in words."""
+    if not summary["measurements"]:
+        return []
+    sentences = [
+        f"Spread of the median between interleaved rounds: {100 * summary['median_spread']:.1f}% "
+        f"typical, {100 * summary['max_spread']:.1f}% at most over {summary['measurements']} measurements."
+    ]
+    if summary["max_twice_difference"] is not None:
+        sentences.append(
+            f"The same artifact measured twice (under two names, in separate processes): medians differ by "
+            f"{100 * summary['max_twice_difference']:.1f}% at most over {len(summary['measured_twice'])} measurements."
+        )
+    if summary["unstable"]:
+        sentences.append(f"Unstable (rounds disagree beyond the threshold): {', '.join(summary['unstable'])}.")
+    if summary["max_harness_overhead"] is not None:
+        sentences.append(
+            f"Harness overhead: its median is at most {summary['max_harness_overhead']:.4f}× a bare timed loop's "
+            "on the same session."
+        )
+    return sentences
 
 
 def op_changes(before: dict[str, int], after: dict[str, int]) -> str:

@@ -25,7 +25,7 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 2
+    assert results["schema_version"] == 3
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
     assert results["artifacts"]["onnx"]["verification"]["passed"]
@@ -69,6 +69,15 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert "int8-budget: budget cosine drop ≤ 0.00010 met" in (out / "report.md").read_text()
     sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
     assert sizes["int8"] <= sizes["simplified"] / 3
+    # a pick per thread count and scenario, each within the budget and not the eager model
+    picks = results["recommendations"]
+    assert {(p["threads"], p["scenario"]) for p in picks} == {
+        (t, s) for t in (1, 2) for s in ("single-stream", "offline")
+    }
+    assert all(p["runtime"] == "ort-cpu" and abs(p["accuracy_change"]) <= 0.01 for p in picks)
+    assert "## Recommendation" in (out / "report.md").read_text()
+    # every row timed in the default 4 interleaved rounds, in a process that loaded only its artifact
+    assert all(len(r["round_p50_ms"]) == 4 and r["peak_rss_mb"] > r["baseline_rss_mb"] > 0 for r in results["rows"])
 
 
 def test_cli_run_interrupted_then_resumed_reuses_the_finished_stage(mlp_recipe, tmp_path, capsys, monkeypatch):
