@@ -106,7 +106,21 @@ def _serve(state: dict, request: dict) -> dict:
 def _finish(state: dict, request: dict) -> dict:
     if "session" in state:
         state["session"].close()
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {"peak_rss_bytes": _peak_rss_bytes()}
+
+
+def _peak_rss_bytes() -> int:
+    """This process's own peak. Linux's ru_maxrss survives fork and exec, so a worker
+    started by a large parent would report the parent's peak; VmHWM belongs to the
+    process's own address space."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 HANDLERS = {"load": _load, "time": _time, "overhead": _overhead, "serve": _serve, "finish": _finish}

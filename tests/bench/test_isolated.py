@@ -69,3 +69,17 @@ def test_warm_up_serve_and_overhead_in_process(digits_onnx, digits):
         ratio = harness_overhead(session, feeds, runs=60)
     assert len(latencies) == 20 and (latencies > 0).all()
     assert ratio > 0
+
+
+def test_worker_peak_memory_is_its_own_not_its_parents(digits_onnx, feeds):
+    """Linux carries ru_maxrss across fork and exec: a worker of a large parent must not report the parent's peak."""
+    import psutil
+
+    ballast = np.ones(512 * 2**20, np.uint8)  # the parent grows by half a gigabyte before starting the worker
+    parent_mb = psutil.Process().memory_info().rss / 2**20
+    measured, _ = run_isolated(
+        [Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1,))], feeds, QUICK, rounds=1, overhead=False, server=None
+    )
+    (only,) = measured.values()
+    assert only.peak_rss_mb < parent_mb - 400, (only.peak_rss_mb, parent_mb)
+    del ballast
