@@ -24,6 +24,8 @@ bench: setup
 	$(BIN)/edgeopt run recipes/bench-reordered.yaml
 	$(BIN)/edgeopt compare runs/bench runs/bench-reordered
 	$(BIN)/edgeopt run recipes/resnet.yaml
+	$(BIN)/edgeopt run recipes/minilm.yaml
+	$(BIN)/edgeopt run recipes/compress.yaml
 
 lint: setup
 	$(BIN)/ruff check .
