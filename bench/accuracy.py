@@ -1,5 +1,6 @@
 """Accuracy of a session on held-out data: top-1 against labels, and agreement with
-the reference model's outputs (max abs error, cosine, top-1 agreement)."""
+the reference model's outputs (max abs error, cosine, top-1 agreement, and for
+embeddings of queries and documents, the overlap of the top-10 documents per query)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class Accuracy:
     cosine_mean: float | None
     cosine_min: float | None
     max_abs: float | None
+    overlap_at_10: float | None = None
+
+
+RETRIEVED = 10
 
 
 def predict(session: Session, split: Split, batch_size: int) -> dict[str, np.ndarray]:
@@ -32,9 +37,14 @@ def predict(session: Session, split: Split, batch_size: int) -> dict[str, np.nda
 
 
 def score(
-    outputs: dict[str, np.ndarray], labels: np.ndarray | None, reference: dict[str, np.ndarray] | None
+    outputs: dict[str, np.ndarray],
+    labels: np.ndarray | None,
+    reference: dict[str, np.ndarray] | None,
+    queries: int = 0,
 ) -> Accuracy:
-    """Scores the first output: top-1 where labels exist, agreement where a reference exists."""
+    """Scores the first output: top-1 where labels exist, agreement where a reference exists;
+    where the first `queries` samples are queries (embeddings), retrieval agreement instead
+    of top-1 agreement."""
     name, first = next(iter(outputs.items()))
     samples = len(first)
     top1 = float((first.argmax(axis=1) == labels).mean()) if labels is not None and first.ndim == 2 else None
@@ -43,7 +53,10 @@ def score(
     expected = reference[name].astype(np.float64).reshape(samples, -1)
     actual = first.astype(np.float64).reshape(samples, -1)
     cosine = row_cosine(expected, actual)
-    agreement = float((expected.argmax(axis=1) == actual.argmax(axis=1)).mean()) if first.ndim == 2 else None
+    agreement = None
+    if first.ndim == 2 and not queries:
+        agreement = float((expected.argmax(axis=1) == actual.argmax(axis=1)).mean())
+    overlap = retrieval_overlap(expected, actual, queries) if queries else None
     return Accuracy(
         samples=samples,
         top1=top1,
@@ -51,7 +64,22 @@ def score(
         cosine_mean=float(cosine.mean()),
         cosine_min=float(cosine.min()),
         max_abs=float(np.abs(expected - actual).max()),
+        overlap_at_10=overlap,
     )
+
+
+def retrieval_overlap(expected: np.ndarray, actual: np.ndarray, queries: int, k: int = RETRIEVED) -> float:
+    """Mean share of each query's top-k documents (by cosine) that both embeddings retrieve;
+    rows [0, queries) are queries, the rest documents."""
+
+    def top_k(embeddings: np.ndarray) -> np.ndarray:
+        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        similarity = unit[:queries] @ unit[queries:].T
+        return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+    count = min(k, len(expected) - queries)
+    hits = [len(set(a[:count]) & set(b[:count])) for a, b in zip(top_k(expected), top_k(actual), strict=True)]
+    return float(np.mean(hits) / count)
 
 
 def row_cosine(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:

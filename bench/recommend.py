@@ -17,6 +17,8 @@ def accuracy_of(row: dict) -> tuple[float | None, str]:
         return accuracy["top1"], "top-1"
     if accuracy["agreement_top1"] is not None:
         return accuracy["agreement_top1"], "agreement"
+    if accuracy.get("overlap_at_10") is not None:
+        return accuracy["overlap_at_10"], "overlap@10"
     return accuracy["cosine_mean"], "cosine"
 
 

@@ -162,11 +162,14 @@ def _print_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
+
     table = Table(title="latency (ms per call) and accuracy", title_justify="left")
-    for column in ("variant", "runtime", "batch", "threads", "p50", "p90", "p99", "items/s", "speedup", "top-1"):
+    accuracy = accuracy_columns(rows)[:1] if accuracy_columns(rows)[0] == "top-1" else accuracy_columns(rows)
+    for column in ("variant", "runtime", "batch", "threads", "p50", "p90", "p99", "items/s", "speedup", *accuracy):
         table.add_column(column, justify="left" if column in ("variant", "runtime") else "right")
     for row in rows:
-        latency, accuracy = row["latency"], row["accuracy"]
+        latency = row["latency"]
         table.add_row(
             row["variant"],
             row["runtime"],
@@ -177,7 +180,7 @@ def _print_rows(rows: list[dict]) -> None:
             f"{latency['p99_ms']:.3f}",
             f"{latency['throughput_per_s']:.0f}",
             "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×",
-            "—" if accuracy["top1"] is None else f"{100 * accuracy['top1']:.2f}%",
+            *accuracy_cells(row, accuracy),
         )
     Console(width=120).print(table)
 

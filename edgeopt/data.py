@@ -20,8 +20,12 @@ LABELS = "labels"
 
 @dataclass(frozen=True)
 class Split:
+    """queries: the first `queries` samples are retrieval queries and the rest documents
+    (text for embedding models); their outputs are scored by retrieval agreement."""
+
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
+    queries: int = 0
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))

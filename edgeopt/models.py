@@ -60,6 +60,16 @@ BUILTIN_MODELS = {
         steps=1,
         description="ResNet-18 at 224×224 classifying crops of scikit-learn's two photographs (head fitted here)",
     ),
+    "digits-resnet-wide": BuiltinModel(
+        factory="compress.models:wide_digits_resnet",
+        inputs=(TensorSpec("image", ("batch", 1, 8, 8), "float32"),),
+        outputs=("logits",),
+        dataset="digits",
+        trainer="edgeopt.demo.digits:train_classifier",
+        training={"epochs": 20},
+        steps=20,
+        description="a residual digits CNN, width 64: the compression demo's source model",
+    ),
 }
 
 BUILTIN_DATASETS = {
@@ -84,7 +94,7 @@ def train_builtin(name: str, inputs, outputs, dataset, context: StageContext, on
     torch.manual_seed(0)
     module = resolve_factory(spec.factory)()
     resolve_factory(spec.trainer)(module, dataset.train, seed=0, on_epoch=on_epoch, **spec.training)
-    return _save_module(module, spec.factory, {}, None, inputs, outputs, context, {"builtin": name, **spec.training})
+    return save_module(module, spec.factory, {}, None, inputs, outputs, context, {"builtin": name, **spec.training})
 
 
 def load_factory(
@@ -122,7 +132,7 @@ def load_factory(
         except RuntimeError as err:
             raise ModelLoadError(f"{weights}: does not fit factory '{reference}': {first_line(err)}") from err
     options = {"factory": reference, "kwargs": kwargs, "weights": str(weights) if weights else None}
-    return _save_module(module.eval(), reference, kwargs, search_dir, inputs, outputs, context, options)
+    return save_module(module.eval(), reference, kwargs, search_dir, inputs, outputs, context, options)
 
 
 def load_pickled(path: Path, inputs, outputs, context: StageContext) -> Artifact:
@@ -136,12 +146,12 @@ def load_pickled(path: Path, inputs, outputs, context: StageContext) -> Artifact
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"{path}: holds a {type(module).__name__}, not a torch.nn.Module")
     options = {"pickled": str(path)}
-    artifact = _save_module(module, None, {}, None, inputs, outputs, context, options)
+    artifact = save_module(module, None, {}, None, inputs, outputs, context, options)
     facts = {**artifact.facts, "pickled": str(path.resolve()), "pickled_sha256": file_sha256(path)}
     return dataclasses.replace(artifact, facts=facts)
 
 
-def _save_module(
+def save_module(
     module,
     factory: str,
     kwargs: dict,

@@ -21,6 +21,7 @@ from bench.machine import fingerprint
 from bench.report.html import render_html
 from bench.report.markdown import render
 from bench.results import Row, results_document, write_atomic, write_results
+from edgeopt import huggingface
 from edgeopt import log as progress_log
 from edgeopt.artifact import Artifact, TensorSpec
 from edgeopt.context import StageContext, probe_fingerprint
@@ -41,7 +42,7 @@ from edgeopt.models import (
 from edgeopt.recipe import DataSource, LoadedRecipe
 from edgeopt.stages import STAGES
 from edgeopt.store import Store, stage_key
-from edgeopt.text import load_text
+from edgeopt.text import TextSource, load_text
 from exporter.verify import describe_failures
 from runtimes import RUNTIMES, load, probe
 from runtimes.base import SessionOptions
@@ -113,6 +114,8 @@ def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
     recipe = loaded.recipe
     if recipe.inputs is not None:
         return tuple(TensorSpec(i.name, tuple(i.shape), i.dtype) for i in recipe.inputs)
+    if recipe.model.is_huggingface:
+        return huggingface.input_specs(huggingface.check_directory(_huggingface_directory(loaded)))
     if recipe.model.builtin is not None:
         return BUILTIN_MODELS[recipe.model.builtin].inputs
     from exporter.onnx_facts import graph_io
@@ -121,8 +124,17 @@ def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
     return graph_io(load_checked(loaded.resolve(recipe.model.onnx), load_weights=False)).inputs
 
 
+def _huggingface_directory(loaded: LoadedRecipe) -> Path:
+    source = loaded.recipe.model
+    if source.huggingface is not None:
+        return loaded.resolve(source.huggingface)
+    return huggingface.packaged_directory(source.builtin)
+
+
 def _dataset(loaded: LoadedRecipe, inputs: tuple[TensorSpec, ...]) -> Dataset:
     data = loaded.recipe.data
+    if data is None and loaded.recipe.model.is_huggingface:  # Python's documentation, the model's tokenizer
+        return load_text(TextSource(), loaded.path.parent, inputs, _huggingface_directory(loaded))
     if data is None:
         return builtin_dataset(BUILTIN_MODELS[loaded.recipe.model.builtin].dataset)
     return _load_data(loaded, data, inputs, "data")
@@ -150,7 +162,8 @@ def _load_data(loaded: LoadedRecipe, data: DataSource, inputs: tuple[TensorSpec,
     if data.npz is not None:
         return load_npz(loaded.resolve(data.npz), inputs)
     if data.text is not None:
-        return load_text(data.text, loaded.path.parent, inputs)
+        model_dir = _huggingface_directory(loaded) if loaded.recipe.model.is_huggingface else None
+        return load_text(data.text, loaded.path.parent, inputs, model_dir)
     return load_image_folder(loaded.resolve(data.images), data.preprocess, inputs)
 
 
@@ -166,7 +179,18 @@ def _source(
 ) -> Artifact:
     """The root artifact: a trained built-in, a factory's module, or a copied ONNX file."""
     source = loaded.recipe.model
-    if source.builtin is not None:
+    if source.is_huggingface:
+        directory = _huggingface_directory(loaded)
+        options = {
+            "huggingface": huggingface.directory_sha256(directory),
+            "pooling": str(source.pooling),
+        }
+
+        def make(out_dir: Path) -> Artifact:
+            return huggingface.load_huggingface(directory, source.pooling, StageContext(out_dir, probe_feeds, verbose))
+
+        label = source.builtin or directory.name
+    elif source.builtin is not None:
         spec = BUILTIN_MODELS[source.builtin]
         options = {"builtin": source.builtin, **spec.training}
 
@@ -344,7 +368,7 @@ def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings) 
             outputs = predict(session, dataset.test, _eval_batch(artifact, settings.accuracy_batch_size))
         if reference is None:
             reference = outputs
-        results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference)
+        results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)
     return results
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from edgeopt.errors import RecipeError
+from edgeopt.huggingface import PRETRAINED, Pooling
 from edgeopt.images import Preprocess
 from edgeopt.text import TextSource
 
@@ -29,7 +30,10 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    builtin: str | None = Field(None, description="a built-in model: digits-cnn, resnet18-photos")
+    builtin: str | None = Field(
+        None,
+        description="a built-in model: digits-cnn, digits-resnet-wide, resnet18-photos, or the pretrained all-minilm-l6-v2",
+    )
     factory: str | None = Field(
         None, description="package.module:function returning a torch.nn.Module, looked up beside the recipe first"
     )
@@ -38,6 +42,13 @@ class ModelSource(_Strict):
         None, description="a state-dict file for the factory's module, loaded with weights_only=True"
     )
     onnx: Path | None = Field(None, description="an ONNX file")
+    huggingface: Path | None = Field(
+        None, description="a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)"
+    )
+    pooling: Pooling = Field(
+        Pooling.MEAN,
+        description="Hugging Face encoders: mean (sentence embedding: masked mean, L2-normalised) or none",
+    )
     pickled: Path | None = Field(
         None, description="a whole pickled nn.Module (torch.save(model)); loading it runs code from the file"
     )
@@ -47,9 +58,11 @@ class ModelSource(_Strict):
     def _one_source(self) -> ModelSource:
         from edgeopt.models import BUILTIN_MODELS
 
-        given = [k for k in ("builtin", "factory", "onnx", "pickled") if getattr(self, k) is not None]
+        given = [k for k in ("builtin", "factory", "onnx", "pickled", "huggingface") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of builtin, factory, onnx, pickled (got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"give exactly one of builtin, factory, onnx, pickled, huggingface (got {', '.join(given) or 'none'})"
+            )
         if self.pickled is not None and not self.trust_pickle:
             raise ValueError(
                 "loading a pickled model runs code from the file: set trust_pickle: true only for a file "
@@ -57,13 +70,19 @@ class ModelSource(_Strict):
             )
         if self.trust_pickle and self.pickled is None:
             raise ValueError("trust_pickle goes with pickled only")
-        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
-            raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join(BUILTIN_MODELS)}")
+        if self.builtin is not None and self.builtin not in (*BUILTIN_MODELS, *PRETRAINED):
+            raise ValueError(f"builtin '{self.builtin}' is not one of {', '.join((*BUILTIN_MODELS, *PRETRAINED))}")
+        if self.pooling is not Pooling.MEAN and not self.is_huggingface:
+            raise ValueError("pooling goes with huggingface (or a pretrained builtin) only")
         if self.factory is None and (self.weights is not None or self.kwargs):
             raise ValueError("weights and kwargs go with factory only")
         if self.factory is not None and not re.match(r"^[\w.]+:\w+$", self.factory):
             raise ValueError(f"factory '{self.factory}' is not of the form package.module:function")
         return self
+
+    @property
+    def is_huggingface(self) -> bool:
+        return self.huggingface is not None or self.builtin in PRETRAINED
 
 
 class InputSpec(_Strict):
@@ -154,8 +173,8 @@ class Recipe(_Strict):
             raise ValueError("a factory or pickled model needs inputs (name, shape, dtype for each)")
         if self.model.factory is None and self.model.pickled is None and self.outputs is not None:
             raise ValueError("outputs go with a factory or pickled model only")
-        if self.model.builtin is None and self.data is None:
-            raise ValueError("data is required (a built-in dataset or an .npz)")
+        if self.model.builtin is None and self.model.huggingface is None and self.data is None:
+            raise ValueError("data is required (a built-in dataset, an .npz, images or text)")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"runtime '{unknown[0]}' is not one of {', '.join(RUNTIMES)}")
@@ -248,6 +267,7 @@ def validate_recipe(data: Any, path: Path) -> LoadedRecipe:
     for key, file in (
         ("model.weights", recipe.model.weights),
         ("model.onnx", recipe.model.onnx),
+        ("model.huggingface", recipe.model.huggingface and recipe.model.huggingface / "config.json"),
         ("model.pickled", recipe.model.pickled),
         ("data.npz", recipe.data and recipe.data.npz),
     ):

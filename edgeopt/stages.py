@@ -11,11 +11,26 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from compress.codebook import PackCodebookOptions, pack_codebook
+from compress.distill import DistillOptions, distill
+from compress.ensemble import EnsembleOptions, ensemble
+from compress.prune import (
+    PruneChannelsOptions,
+    PruneLayersOptions,
+    PruneMagnitudeOptions,
+    prune_channels,
+    prune_layers,
+    prune_magnitude,
+)
+from compress.share import ShareWeightsOptions, share_weights
+from compress.sweep import TrainStructureOptions, train_structure
 from edgeopt.artifact import Format
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
 from exporter.simplify import SimplifyOptions, simplify
+from exporter.smooth import SmoothActivationsOptions, smooth_activations
 from exporter.torch_export import ExportOnnxOptions, export_onnx
+from exporter.transformer import OptimizeTransformerOptions, optimize_transformer
 
 
 @dataclass(frozen=True)
@@ -36,19 +51,113 @@ STAGES: dict[str, Stage] = {
     "simplify": Stage(
         simplify, SimplifyOptions, 2, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
     ),
+    "smooth_activations": Stage(
+        smooth_activations,
+        SmoothActivationsOptions,
+        2,
+        Format.TORCH,
+        Format.TORCH,
+        "activation outliers moved into Linear weights (SmoothQuant), before INT8",
+        calibrated=True,
+    ),
+    "optimize_transformer": Stage(
+        optimize_transformer,
+        OptimizeTransformerOptions,
+        1,
+        Format.ONNX,
+        Format.ONNX,
+        "ONNX Runtime's transformer fusions (attention, LayerNorm, GELU); verified",
+    ),
     "convert_fp16": Stage(
         convert_fp16, ConvertFp16Options, 3, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
     ),
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        4,
+        5,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
         calibrated=True,
     ),
     "quantize_dynamic": Stage(
-        quantize_dynamic, QuantizeDynamicOptions, 1, Format.ONNX, Format.ONNX, "INT8 weights, activations per call"
+        quantize_dynamic,
+        QuantizeDynamicOptions,
+        2,
+        Format.ONNX,
+        Format.ONNX,
+        "INT8 weights, activations per call",
+        calibrated=True,  # a budget is checked on the evaluation samples
+    ),
+    "prune_channels": Stage(
+        prune_channels,
+        PruneChannelsOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "remove channels and filters (dependency-aware), fine-tune",
+        calibrated=True,
+    ),
+    "prune_magnitude": Stage(
+        prune_magnitude,
+        PruneMagnitudeOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "zero the smallest weights, fine-tune",
+        calibrated=True,
+    ),
+    "prune_layers": Stage(
+        prune_layers,
+        PruneLayersOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "drop the layers that cost least, fine-tune",
+        calibrated=True,
+    ),
+    "distill": Stage(
+        distill,
+        DistillOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "train a smaller student on the model's soft targets",
+        calibrated=True,
+    ),
+    "share_weights": Stage(
+        share_weights,
+        ShareWeightsOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "cluster each layer's weights to a codebook, tie layers",
+        calibrated=True,
+    ),
+    "pack_codebook": Stage(
+        pack_codebook,
+        PackCodebookOptions,
+        1,
+        Format.ONNX,
+        Format.ONNX,
+        "store few-valued weights as codebook + uint8 indices; verified",
+    ),
+    "ensemble": Stage(
+        ensemble,
+        EnsembleOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "train members, combine them (parallel, cascade, stacking)",
+        calibrated=True,
+    ),
+    "train_structure": Stage(
+        train_structure,
+        TrainStructureOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "rebuild the factory with other kwargs, train from scratch",
+        calibrated=True,
     ),
 }

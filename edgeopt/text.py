@@ -2,11 +2,15 @@
 tokenizer (a Hugging Face `tokenizer.json`), padded to a fixed length.
 
 The built-in corpus is Python's own documentation (`pydoc_data.topics`, shipped with
-the interpreter): 79 topics of real English prose, cut into paragraphs.
+the interpreter): 79 topics of real English prose, cut into paragraphs. A seeded
+permutation splits the paragraphs into disjoint sets: calibration (the train split),
+validation, documents, and queries (the first sentence of other paragraphs). The test
+split holds the queries, then the documents, so embeddings can be scored on retrieval.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -27,10 +31,17 @@ class TextSource(BaseModel):
     corpus: str = Field(
         PYDOC, description="pydoc-topics (Python's documentation) or a UTF-8 .txt, one passage per line"
     )
-    tokenizer: Path = Field(description="a folder holding the model's tokenizer.json")
+    tokenizer: Path | None = Field(
+        None, description="a folder holding the model's tokenizer.json (default: the Hugging Face model's directory)"
+    )
     max_length: PositiveInt = Field(128, description="tokens per passage, truncated or padded")
-    samples: PositiveInt = Field(512, description="passages drawn by seed")
-    seed: int = Field(0, description="fixes which passages and in which order")
+    samples: PositiveInt = Field(400, description="documents: held-out passages the report scores")
+    queries: int = Field(
+        100, ge=0, description="queries: first sentences of other passages, retrieved from the documents"
+    )
+    calibration: PositiveInt = Field(256, description="passages for calibration (the train split)")
+    validation: PositiveInt = Field(128, description="passages where accuracy budgets are checked")
+    seed: int = Field(0, description="fixes which passages fall in which set, and their order")
 
 
 def pydoc_passages(min_words: int = 12) -> list[str]:
@@ -41,21 +52,47 @@ def pydoc_passages(min_words: int = 12) -> list[str]:
     return [" ".join(p.split()) for p in paragraphs if len(p.split()) >= min_words]
 
 
-def load_text(source: TextSource, folder: Path, inputs: tuple[TensorSpec, ...]) -> Dataset:
-    """Tokenise `samples` seeded passages into one int64 array per model input."""
+def load_text(source: TextSource, folder: Path, inputs: tuple[TensorSpec, ...], model_dir: Path | None) -> Dataset:
+    """Tokenise seeded, disjoint passage sets into one int64 array per model input."""
     unknown = [spec.name for spec in inputs if spec.name not in TOKEN_INPUTS]
     if unknown:
         raise DataError(f"text feeds inputs named {', '.join(TOKEN_INPUTS)}; the model also takes {', '.join(unknown)}")
+    if source.tokenizer is None and model_dir is None:
+        raise DataError("text data needs a tokenizer: give data.text.tokenizer (a folder holding tokenizer.json)")
     passages = pydoc_passages() if source.corpus == PYDOC else _lines(folder / source.corpus)
-    order = np.random.default_rng(source.seed).permutation(len(passages))[: source.samples]
-    tokenizer = _tokenizer(folder / source.tokenizer, source.max_length)
-    encodings = tokenizer.encode_batch([passages[i] for i in order])
-    arrays = {
-        "input_ids": np.array([e.ids for e in encodings], np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
-        "token_type_ids": np.array([e.type_ids for e in encodings], np.int64),
-    }
-    return Dataset(name=source.corpus, test=Split({spec.name: arrays[spec.name] for spec in inputs}, None))
+    sizes = (source.calibration, source.validation, source.queries, source.samples)
+    if sum(sizes) > len(passages):
+        raise DataError(
+            f"{source.corpus}: {len(passages)} passages, fewer than the {sum(sizes)} asked for "
+            f"(calibration {sizes[0]} + validation {sizes[1]} + queries {sizes[2]} + samples {sizes[3]})"
+        )
+    order = np.random.default_rng(source.seed).permutation(len(passages))
+    bounds = np.cumsum((0, *sizes))
+    calibration, validation, queries, documents = (
+        [passages[i] for i in order[start:stop]] for start, stop in itertools.pairwise(bounds)
+    )
+    queries = [_first_sentence(q) for q in queries]
+    tokenizer = _tokenizer(folder / source.tokenizer if source.tokenizer else model_dir, source.max_length)
+
+    def split(texts: list[str], query_count: int = 0) -> Split:
+        encodings = tokenizer.encode_batch(texts)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64),
+        }
+        return Split({spec.name: arrays[spec.name] for spec in inputs}, None, queries=query_count)
+
+    return Dataset(
+        name=source.corpus,
+        test=split(queries + documents, len(queries)),
+        train=split(calibration),
+        validation=split(validation),
+    )
+
+
+def _first_sentence(passage: str) -> str:
+    return re.split(r"(?<=[.!?:])\s", passage, maxsplit=1)[0]
 
 
 def _lines(path: Path) -> list[str]:

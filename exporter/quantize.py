@@ -48,6 +48,9 @@ class Target(StrEnum):
 
 
 _LOOSE = Tolerance(atol=1.0, rtol=1.0, min_cosine=0.99)
+# the quantizer needs a type for every tensor; those of contrib operators (a fused
+# transformer's Attention, SkipLayerNormalization) have none after shape inference
+_UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
 class Metric(StrEnum):
@@ -73,6 +76,9 @@ class QuantizeInt8Options(BaseModel):
     samples: int = Field(256, ge=1, description="calibration samples, drawn by seed from the calibration split")
     seed: int = Field(0, description="fixes which samples calibrate and in which order")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
+    op_types: list[str] | None = Field(
+        None, description="quantize only nodes of these types, e.g. [MatMul] (default: every type ORT quantizes)"
+    )
     budget: Budget | None = Field(
         None, description="keep the most sensitive nodes in float until the metric drop is within budget"
     )
@@ -85,6 +91,12 @@ class QuantizeDynamicOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     per_channel: bool = Field(False, description="one scale per output channel of each weight")
+    op_types: list[str] | None = Field(
+        None, description="quantize only nodes of these types (default: every type ORT quantizes dynamically)"
+    )
+    budget: Budget | None = Field(
+        None, description="keep the most sensitive nodes in float until the metric drop is within budget"
+    )
     tolerance: Tolerance = Field(_LOOSE, description="agreement with the float model on the probe")
 
 
@@ -128,7 +140,7 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         CalibrationMethod.ENTROPY: OrtMethod.Entropy,
         CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
     }[options.method]
-    extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True, **_UNTYPED_AS_FLOAT}
 
     simulate = options.target is Target.TENSORRT
 
@@ -141,13 +153,15 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
                 str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                 reduce_range=flavour.reduce_range, activation_type=quant_type[flavour.activations],
                 weight_type=quant_type[flavour.weights], calibrate_method=method, extra_options=extra,
-                calibration_cache_path=str(cache), nodes_to_exclude=excluded,
+                calibration_cache_path=str(cache), nodes_to_exclude=excluded, op_types_to_quantize=options.op_types,
             )  # fmt: skip
 
         quantize([])
         if options.budget is not None:
             reader.rewind()
-            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, reader, simulate)
+            facts["budget"] = _fit_budget(
+                prepared, output, quantize, options.budget, context, reader.get_next(), simulate
+            )
 
     facts = {
         "flavour": dataclasses.asdict(flavour),
@@ -169,9 +183,21 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     def run(prepared: Path, output: Path) -> None:
-        ort_quantize_dynamic(str(prepared), str(output), per_channel=options.per_channel, weight_type=QuantType.QInt8)
+        def quantize(excluded: list[str]) -> None:
+            ort_quantize_dynamic(
+                str(prepared), str(output), per_channel=options.per_channel, weight_type=QuantType.QInt8,
+                op_types_to_quantize=options.op_types, nodes_to_exclude=excluded, extra_options=_UNTYPED_AS_FLOAT,
+            )  # fmt: skip
 
-    return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, {})
+        quantize([])
+        if options.budget is not None:
+            if context.evaluation is None:
+                raise DataError("quantize_dynamic with a budget needs evaluation samples (a dataset with real inputs)")
+            probe = {spec.name: context.evaluation.inputs[spec.name][:16] for spec in artifact.io.inputs}
+            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, probe, False)
+
+    facts: dict = {"per_channel": options.per_channel}
+    return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, facts)
 
 
 def _quantized(
@@ -242,7 +268,7 @@ def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
 
 
 def _fit_budget(
-    prepared: Path, output: Path, quantize, budget: Budget, context: StageContext, reader, simulate: bool
+    prepared: Path, output: Path, quantize, budget: Budget, context: StageContext, feeds: dict, simulate: bool
 ) -> dict:
     """Keep the most sensitive nodes in float, one more at a time, until the metric drop
     is within budget. Returns what was kept, the metric at each step, and the latency
@@ -259,7 +285,7 @@ def _fit_budget(
     kept: list[dict] = []
     all_int8_latency = None if simulate else _latency_ms(output, evaluation)
     if baseline - measured > budget.max_drop:
-        for name, op_type, error in rank_nodes(prepared, output, reader.get_next(), output.parent):
+        for name, op_type, error in rank_nodes(prepared, output, feeds, output.parent):
             kept.append({"node": name, "op_type": op_type, "local_error": error, "module": context.modules.get(name)})
             quantize([k["node"] for k in kept])
             measured = _metric(

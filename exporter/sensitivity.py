@@ -1,6 +1,7 @@
 """Which quantized nodes cost the most accuracy, ranked from one pass over samples.
 
-The float model and its QDQ model run side by side with every intermediate exposed.
+The float model and its quantized model (QDQ, or dynamic, whose replacement nodes keep
+the original output names) run side by side with every intermediate exposed.
 A node's local error is the error at its output (1 - cosine with the float value)
 minus the largest error already present at its inputs: what this node's quantization
 adds. One pass ranks every node; quantizing one node at a time would take one
@@ -33,7 +34,11 @@ def rank_nodes(
     """(node name, op type, local error) for each quantized node, most sensitive first."""
     float_model = onnx.load(str(float_path))
     qdq_model = onnx.load(str(qdq_path))
-    candidates = set(quantized_nodes(qdq_model))
+    if any(n.op_type == "QuantizeLinear" for n in qdq_model.graph.node):
+        candidates = set(quantized_nodes(qdq_model))
+    else:  # dynamic quantization replaces a node by others that produce the same output
+        kept_names = {n.name for n in qdq_model.graph.node}
+        candidates = {n.name for n in float_model.graph.node if n.name not in kept_names}
     float_values = run_exposed(float_model, feeds, scratch / ".float")
     qdq_values = _as_consumed(qdq_model, run_exposed(qdq_model, feeds, scratch / ".qdq", optimize=False))
     error = {

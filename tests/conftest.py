@@ -176,3 +176,23 @@ def overflow_onnx(tmp_path_factory, digits):
     inputs = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)
     torch_model = build_factory(tmp_path_factory, "factories:overflows_fp16", inputs, digits.probe())
     return build_stage(tmp_path_factory, "export_onnx", torch_model, {"exporter": "torchscript"}, digits.probe())
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A real tokenizer.json (BERT-style WordPiece, 1,000 tokens) learnt offline from the corpus."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    from edgeopt.text import pydoc_passages
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    tokenizer.train_from_iterator(pydoc_passages(), trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    folder = tmp_path_factory.mktemp("tokenizer")
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from html import escape
 
-from bench.report.markdown import _ms, _pct, _size, int8_notes, trust_sentences, verification_cell
+from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
+from bench.report.markdown import _ms, _size, int8_notes, trust_sentences, verification_cell
 from bench.report.plots import plots
 
 STYLE = """
@@ -127,6 +128,7 @@ def _scenarios(scenarios: list[dict]) -> str:
 
 
 def _measurements(rows: list[dict]) -> str:
+    columns = accuracy_columns(rows)
     header = [
         "variant",
         "runtime",
@@ -143,25 +145,30 @@ def _measurements(rows: list[dict]) -> str:
         "stable",
         "load s",
         "peak MB",
-        "top-1",
-        "agreement",
+        *columns,
     ]
     return "\n".join(
         [
             "<h2>Latency and accuracy</h2>",
             "<p>Latency per call, in milliseconds; throughput in samples per second. Speedup is the p50 of "
             "<code>model</code> over this row's p50 at the same batch and threads. Top-1 is on the held-out "
-            "labelled test split; agreement is top-1 agreement with the source model. Spread is how far the "
+            "labelled test split; agreement is top-1 agreement with the source model; for embeddings, cosine is "
+            "against the source model's and overlap@10 the share of each query's top-10 documents it retrieves "
+            "too. Spread is how far the "
             "medians of the rounds, interleaved across artifacts, lie apart, and stable says whether that is "
             "within the recipe's threshold; load is the cold start of the measuring process (a fresh one per "
             "artifact × runtime × threads); peak MB is its peak resident memory.</p>",
-            _table(header, [_measurement(row) for row in rows], numeric=set(header) - {"variant", "runtime", "stable"}),
+            _table(
+                header,
+                [_measurement(row, columns) for row in rows],
+                numeric=set(header) - {"variant", "runtime", "stable"},
+            ),
         ]
     )
 
 
-def _measurement(row: dict) -> list[str]:
-    latency, accuracy = row["latency"], row["accuracy"]
+def _measurement(row: dict, columns: list[str]) -> list[str]:
+    latency = row["latency"]
     low, high = latency["p50_ci_ms"]
     return [
         row["variant"],
@@ -179,8 +186,7 @@ def _measurement(row: dict) -> list[str]:
         "yes" if row["stable"] else "no",
         f"{row['load_s']:.3f}",
         f"{row['peak_rss_mb']:.0f}",
-        _pct(accuracy["top1"]),
-        _pct(accuracy["agreement_top1"]),
+        *accuracy_cells(row, columns),
     ]
 
 

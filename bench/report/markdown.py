@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
+from bench.report.compression import compression_section
+
 
 def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
@@ -55,21 +58,25 @@ def render(document: dict) -> str:
             f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
         )
     lines += _graph_section(document["artifacts"])
+    columns = accuracy_columns(document["rows"])
     lines += [
         "",
         "## Latency and accuracy",
         "",
         "Latency per call, in milliseconds; throughput in samples per second. "
         "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "
-        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model. "
+        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model; "
+        "for embeddings, cosine is against the source model's and overlap@10 the share of each query's "
+        "top-10 documents that it retrieves too. "
         "Spread is how far the medians of the interleaved rounds lie apart; load is the cold start of the "
         "measuring process, a fresh one per artifact × runtime × threads; peak memory is its peak RSS.",
         "",
-        "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | speedup | spread | load s | peak MB | top-1 | agreement |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | "
+        f"speedup | spread | load s | peak MB | {' | '.join(columns)} |",
+        "| --- | --- |" + " ---: |" * (12 + len(columns)),
     ]
     for row in document["rows"]:
-        latency, accuracy = row["latency"], row["accuracy"]
+        latency = row["latency"]
         low, high = latency["p50_ci_ms"]
         speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
         lines.append(
@@ -77,9 +84,10 @@ def render(document: dict) -> str:
             f"{_ms(latency['p50_ms'])} | {_ms(low)}–{_ms(high)} | {_ms(latency['p90_ms'])} | "
             f"{_ms(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
             f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
-            f"{row['peak_rss_mb']:.0f} | {_pct(accuracy['top1'])} | {_pct(accuracy['agreement_top1'])} |"
+            f"{row['peak_rss_mb']:.0f} | {' | '.join(accuracy_cells(row, columns))} |"
         )
     lines += _server_section(document["scenarios"])
+    lines += compression_section(document)
     lines += _trust_section(document["summary"])
     notes = int8_notes(document)
     if notes:

@@ -30,6 +30,7 @@ DASHES = ("-", "--", ":", "-.")
 ACCURACY_LABELS = {  # accuracy_of's metrics: the same figure the recommendation weighs
     "top-1": "top-1 accuracy",
     "agreement": "top-1 agreement with the source model",
+    "overlap@10": "overlap of the top-10 retrieved documents with the source model's",
     "cosine": "mean cosine similarity to the source model",
 }
 

@@ -13,24 +13,6 @@ from edgeopt.text import TextSource, load_text, pydoc_passages
 from tests.conftest import BERT_INPUTS
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """A real tokenizer.json (BERT-style WordPiece, 1,000 tokens) learnt offline from the corpus."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    tokenizer.train_from_iterator(pydoc_passages(), trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    folder = tmp_path_factory.mktemp("tokenizer")
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
-
-
 def test_pydoc_passages_are_real_paragraphs():
     passages = pydoc_passages()
     assert len(passages) > 1000 and all(len(p.split()) >= 12 for p in passages)
@@ -38,26 +20,38 @@ def test_pydoc_passages_are_real_paragraphs():
 
 
 def test_text_is_tokenised_seeded_and_padded(tokenizer_dir):
-    source = TextSource(tokenizer=tokenizer_dir, max_length=32, samples=20, seed=3)
-    split = load_text(source, tokenizer_dir, BERT_INPUTS).test
+    source = TextSource(tokenizer=tokenizer_dir, max_length=32, samples=20, queries=5, seed=3)
+    dataset = load_text(source, tokenizer_dir, BERT_INPUTS, None)
+    split = dataset.test
     ids, mask = split.inputs["input_ids"], split.inputs["attention_mask"]
-    assert ids.shape == (20, 32) and ids.dtype == np.int64 and (ids < 1000).all()
+    assert ids.shape == (25, 32) and ids.dtype == np.int64 and (ids < 1000).all() and split.queries == 5
     assert (ids[:, 0] == 2).all() and set(np.unique(mask)) <= {0, 1}
     assert (ids[mask == 0] == 0).all()  # padding is [PAD]
-    again = load_text(source, tokenizer_dir, BERT_INPUTS).test
+    assert mask[:5].sum(axis=1).mean() < mask[5:].sum(axis=1).mean()  # a query is one sentence
+    assert len(dataset.train) == 256 and len(dataset.validation) == 128
+    everything = np.concatenate([dataset.train.inputs["input_ids"], dataset.validation.inputs["input_ids"], ids])
+    # disjoint passages; cut to 32 tokens, a few share their opening words
+    assert len({row.tobytes() for row in everything}) > 0.9 * len(everything)
+    again = load_text(source, tokenizer_dir, BERT_INPUTS, None).test
     np.testing.assert_array_equal(again.inputs["input_ids"], ids)
-    other = load_text(source.model_copy(update={"seed": 4}), tokenizer_dir, BERT_INPUTS).test
+    other = load_text(source.model_copy(update={"seed": 4}), tokenizer_dir, BERT_INPUTS, None).test
     assert not np.array_equal(other.inputs["input_ids"], ids)
 
 
 def test_text_errors_are_one_line(tokenizer_dir, tmp_path):
     with pytest.raises(DataError, match="also takes pixel_values"):
-        load_text(TextSource(tokenizer=tokenizer_dir), tokenizer_dir, (TensorSpec("pixel_values", (1, 3), "float32"),))
+        load_text(
+            TextSource(tokenizer=tokenizer_dir), tokenizer_dir, (TensorSpec("pixel_values", (1, 3), "float32"),), None
+        )
     with pytest.raises(DataError, match=r"not a readable tokenizer\.json"):
-        load_text(TextSource(tokenizer=tmp_path), tmp_path, BERT_INPUTS)
+        load_text(TextSource(tokenizer=tmp_path), tmp_path, BERT_INPUTS, None)
+    with pytest.raises(DataError, match="needs a tokenizer"):
+        load_text(TextSource(), tmp_path, BERT_INPUTS, None)
+    with pytest.raises(DataError, match="fewer than the"):
+        load_text(TextSource(tokenizer=tokenizer_dir, samples=5000), tokenizer_dir, BERT_INPUTS, None)
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(DataError, match="holds no text"):
-        load_text(TextSource(tokenizer=tokenizer_dir, corpus="empty.txt"), tmp_path, BERT_INPUTS)
+        load_text(TextSource(tokenizer=tokenizer_dir, corpus="empty.txt"), tmp_path, BERT_INPUTS, None)
 
 
 def test_recipe_calibrates_an_encoder_on_text(tokenizer_dir, factory_dir, tmp_path):
@@ -67,7 +61,9 @@ def test_recipe_calibrates_an_encoder_on_text(tokenizer_dir, factory_dir, tmp_pa
         "inputs": [
             {"name": n, "shape": ["batch", "sequence"], "dtype": "int64"} for n in (s.name for s in BERT_INPUTS)
         ],
-        "data": {"text": {"tokenizer": str(tokenizer_dir), "max_length": 32, "samples": 48}},
+        "data": {
+            "text": {"tokenizer": str(tokenizer_dir), "max_length": 32, "samples": 48, "queries": 8, "calibration": 32}
+        },
         "variants": {
             "onnx": {"stage": "export_onnx"},
             "int8": {"stage": "quantize_int8", "from": "onnx", "options": {"samples": 32}},

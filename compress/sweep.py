@@ -1,0 +1,56 @@
+"""The `train_structure` stage: one point of a structure sweep. The input model's factory is
+called again with some keyword arguments changed (width, depth, activation, ...) and the
+new module is trained from scratch on the dataset with the given budget.
+
+torch artifact → torch artifact of another structure; a recipe lists one variant per point,
+and the report's latency-vs-accuracy front shows which to ship.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.artifact import base_of, build_base, input_names, parameter_count, save_compressed
+from compress.train import Training, fit, require_labels
+from edgeopt.artifact import Artifact
+from edgeopt.context import StageContext
+from edgeopt.errors import ModelLoadError, first_line
+
+
+class TrainStructureOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kwargs: dict[str, Any] = Field({}, description="factory keyword arguments to change, e.g. width, depth, activation")
+    training: Training = Field(Training(patience=5), description="the training budget, the same for every point")
+
+
+def train_structure(artifact: Artifact, options: TrainStructureOptions, context: StageContext) -> Artifact:
+    """Build the input's factory with the changed kwargs and train it from scratch."""
+    import torch
+
+    train = require_labels(context.calibration, "train_structure")
+    validation = require_labels(context.evaluation, "train_structure")
+    names = input_names(artifact)
+    parent = base_of(artifact, "train_structure")
+    base = {**parent, "kwargs": {**parent["kwargs"], **options.kwargs}}
+    torch.manual_seed(options.training.seed)
+    try:
+        module = build_base(base)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(
+            f"train_structure: factory '{base['factory']}' rejected {options.kwargs}: {first_line(err)}"
+        ) from err
+    fitted = fit(module, train, validation, names, options.training)
+    compression = {
+        "method": "structure sweep",
+        "kwargs": base["kwargs"],
+        "validation_top1": fitted.validation_top1,
+        "epochs_run": fitted.epochs_run,
+        "summary": (
+            f"{base['factory']} {base['kwargs']} trained from scratch: {parameter_count(module):,} parameters, "
+            f"validation top-1 {fitted.validation_top1:.2%} after {fitted.epochs_run} epochs"
+        ),
+    }
+    return save_compressed(module, artifact, "train_structure", options, base, context, compression)

@@ -1,0 +1,130 @@
+"""Hugging Face model directories as sources: a small BERT saved with save_pretrained
+(safetensors) and a tokenizer learnt from the corpus; the packaged MiniLM under `slow`."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeopt.cli import main
+from edgeopt.errors import ModelLoadError
+from edgeopt.huggingface import check_directory, encoder
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory, tokenizer_dir):
+    """A 2-layer BERT (random weights, seed 0) with the tokenizer beside it."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("bert")
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
+    shutil.copy(tokenizer_dir / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+def test_directory_without_safetensors_is_refused_in_one_line(bert_dir, tmp_path):
+    (tmp_path / "config.json").write_text((bert_dir / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match=r"no model\.safetensors \(pytorch_model\.bin is a pickle"):
+        check_directory(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no model_type"):
+        check_directory(tmp_path)
+
+
+def test_sentence_embedding_is_the_masked_mean_normalised(bert_dir):
+    import torch
+
+    pooled = encoder(str(bert_dir), "mean", pretrained=True)
+    tokens = encoder(str(bert_dir), "none", pretrained=True)
+    ids = torch.randint(0, 1000, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.int64)
+    mask[1, 5:] = 0
+    segments = torch.zeros_like(ids)
+    with torch.inference_mode():
+        embedding = pooled(ids, mask, segments)
+        hidden = tokens(ids, mask, segments)
+    expected = hidden[1, :5].mean(dim=0)
+    torch.testing.assert_close(embedding[1], expected / expected.norm())
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
+
+
+def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
+    """Default data is Python's documentation through the model's own tokenizer; the report
+    scores cosine and retrieval overlap; fusion, smoothing and a budgeted dynamic INT8 run."""
+    recipe = {
+        "name": "hf",
+        "model": {"huggingface": str(bert_dir)},
+        "data": {"text": {"max_length": 32, "samples": 40, "queries": 10, "calibration": 32, "validation": 32}},
+        "variants": {
+            "onnx": {"stage": "export_onnx", "options": {"exporter": "torchscript", "opset": 17}},
+            "fused": {"stage": "optimize_transformer", "from": "onnx", "options": {"num_heads": 4, "hidden_size": 64}},
+            "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
+            "onnx-smoothed": {"stage": "export_onnx", "from": "smoothed", "options": {"exporter": "torchscript"}},
+            "int8": {
+                "stage": "quantize_dynamic",
+                "from": "onnx-smoothed",
+                "options": {"per_channel": True, "budget": {"metric": "cosine", "max_drop": 0.00001}},
+            },
+        },
+        "runtimes": ["ort-cpu"],
+        "bench": {"min_runs": 2, "min_duration_s": 0, "warmup_runs": 0, "rounds": 1, "server": None},
+    }
+    path = tmp_path / "hf.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    artifacts = results["artifacts"]
+    assert [spec["name"] for spec in artifacts["onnx"]["io"]["inputs"]] == [
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+    ]
+    assert artifacts["onnx"]["io"]["outputs"][0]["name"] == "sentence_embedding"
+    assert artifacts["fused"]["facts"]["fused"]["Attention"] == 2
+    assert artifacts["smoothed"]["verification"]["passed"]
+    assert artifacts["smoothed"]["facts"]["compression"]["layers"] == 13  # 6 Linears per layer, and the pooler
+    budget = artifacts["int8"]["facts"]["budget"]
+    assert budget["metric"] == "cosine" and budget["checked_on"].startswith("validation")
+    assert budget["met"] == (budget["float"] - budget["int8"] <= 0.00001)
+    assert budget["kept_float"] and budget["kept_float"][0]["op_type"] == "MatMul"
+    rows = {row["variant"]: row["accuracy"] for row in results["rows"]}
+    assert rows["onnx"]["overlap_at_10"] == 1.0 and rows["onnx"]["agreement_top1"] is None
+    assert 0.5 < rows["int8"]["overlap_at_10"] <= 1.0 and rows["int8"]["cosine_mean"] > 0.99
+    report = (out / "report.md").read_text()
+    assert "overlap@10" in report and "cosine mean" in report
+
+
+@pytest.mark.slow
+def test_packaged_minilm_matches_sentence_transformers():
+    """The built-in all-MiniLM-L6-v2: our pooling head gives sentence-transformers' embeddings."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    from edgeopt.huggingface import packaged_directory
+
+    directory = packaged_directory("all-minilm-l6-v2")
+    sentences = ["A for loop iterates over the items of a sequence.", "Exceptions are raised with raise."]
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.enable_padding()
+    encodings = tokenizer.encode_batch(sentences)
+    feeds = [torch.tensor([getattr(e, key) for e in encodings]) for key in ("ids", "attention_mask", "type_ids")]
+    with torch.inference_mode():
+        ours = encoder(str(directory), "mean", pretrained=True)(*feeds).numpy()
+    theirs = SentenceTransformer(str(directory), device="cpu").encode(sentences)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
