@@ -14,6 +14,8 @@ from pathlib import Path
 from bench.results import SCHEMA_VERSION
 from edgeopt.errors import DataError
 
+READABLE = (3, SCHEMA_VERSION)  # 4 only adds GPU device latency and unbuilt variants
+
 Key = tuple[str, str, int, int]  # variant, runtime, batch, threads
 
 
@@ -48,9 +50,9 @@ def load_run(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{file}: not a readable results.json ({err})") from err
     version = document.get("schema_version") if isinstance(document, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE:
         raise DataError(
-            f"{file}: results schema {version}, this edgeopt reads {SCHEMA_VERSION}; re-run its recipe to compare"
+            f"{file}: results schema {version}, this edgeopt reads {' and '.join(map(str, READABLE))}; re-run its recipe to compare"
         )
     return document
 

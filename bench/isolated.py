@@ -52,6 +52,7 @@ class Measured:
     peak_rss_mb: float
     warmup_runs: int
     harness_overhead: float | None
+    device_latency: LatencyStats | None = None  # GPU: the enqueue alone, between CUDA events
 
 
 @dataclass(frozen=True)
@@ -172,4 +173,7 @@ def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None)
         peak_rss_mb=process["peak_rss_bytes"] / 2**20,
         warmup_runs=sum(r["warmup_runs"] for r in rounds),
         harness_overhead=overhead,
+        device_latency=LatencyStats.from_samples(batch, np.concatenate([r["device_samples_ns"] for r in rounds]))
+        if "device_samples_ns" in rounds[0]
+        else None,
     )

@@ -1,8 +1,9 @@
 """The latency harness: warm-up until stable, then timed runs until a minimum count and
 duration; the server scenario; and the harness's own overhead.
 
-The harness owns the clock (perf_counter_ns around `run` + `sync`); sessions never
-time themselves.
+The harness owns the clock: perf_counter_ns around `run` + `sync` (end to end, copies
+included), and on GPU sessions also CUDA events around the enqueue alone (device time);
+sessions never time themselves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtimes.base import Session
+from runtimes.base import DeviceTimed, Session
 
 QUANTILES = tuple(range(0, 101, 5))
 WARMUP_WINDOW_S = (
@@ -108,6 +109,25 @@ def time_calls(session: Session, feeds: dict[str, np.ndarray], min_runs: int, mi
         session.run(feeds)
         session.sync()
         samples.append(clock() - begin)
+    return np.asarray(samples)
+
+
+def time_device_calls(
+    session: DeviceTimed, feeds: dict[str, np.ndarray], min_runs: int, min_duration_s: float
+) -> np.ndarray:
+    """Nanoseconds of device time per call: CUDA events recorded on the session's stream
+    around the enqueue, inputs already on the device and outputs left there."""
+    session.prepare(feeds)
+    min_duration_ns = int(min_duration_s * 1e9)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    started = clock()
+    while len(samples) < min_runs or clock() - started < min_duration_ns:
+        start = session.record()
+        session.enqueue()
+        stop = session.record()
+        stop.wait()
+        samples.append(round(stop.ms_since(start) * 1e6))
     return np.asarray(samples)
 
 

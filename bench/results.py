@@ -13,7 +13,9 @@ from bench.latency import LatencyStats
 from bench.recommend import recommend
 from edgeopt.errors import output_error
 
-SCHEMA_VERSION = 3  # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations
+# 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations;
+# 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Row:
     peak_rss_mb: float
     warmup_runs: int
     harness_overhead: float | None  # harness median over a bare loop's, where measured
+    device_latency: LatencyStats | None = None  # GPU sessions: the enqueue alone, between CUDA events
 
 
 def speedups(rows: list[Row], baseline_variant: str) -> list[float | None]:

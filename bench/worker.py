@@ -8,7 +8,8 @@ then lands on all of them alike. One JSON request per line in, one answer per li
 
     {"load": {...}}                  → {"load_s", "baseline_rss_bytes"}
     {"time": {"batch", "min_runs", "min_duration_s", "warm_up"}} → {"samples_ns", "warmup_runs"}
-        (warm_up: until stable, on a batch's first round; else one warm-up window)
+        (warm_up: until stable, on a batch's first round; else one warm-up window;
+        GPU sessions add "device_samples_ns", the enqueue alone between CUDA events)
     {"overhead": {"batch", "runs"}}  → {"ratio"}
     {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
     {"finish": {}}                   → {"peak_rss_bytes"}, then exit
@@ -79,7 +80,8 @@ def _feeds(state: dict, batch: int) -> dict:
 
 
 def _time(state: dict, request: dict) -> dict:
-    from bench.latency import WARMUP_WINDOW_S, time_calls, warm_up
+    from bench.latency import WARMUP_WINDOW_S, time_calls, time_device_calls, warm_up
+    from runtimes.base import DeviceTimed
 
     session, feeds = state["session"], _feeds(state, request["batch"])
     if request["warm_up"]:
@@ -87,7 +89,11 @@ def _time(state: dict, request: dict) -> dict:
     else:  # caches and thread pools went cold while the other processes ran: one window
         warmup = len(time_calls(session, feeds, state["settings"].warmup_runs, WARMUP_WINDOW_S))
     samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"])
-    return {"samples_ns": samples.tolist(), "warmup_runs": warmup}
+    answer = {"samples_ns": samples.tolist(), "warmup_runs": warmup}
+    if isinstance(session, DeviceTimed):
+        device = time_device_calls(session, feeds, request["min_runs"], request["min_duration_s"])
+        answer["device_samples_ns"] = device.tolist()
+    return answer
 
 
 def _overhead(state: dict, request: dict) -> dict:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from edgeopt.artifact import TensorSpec
 
-__all__ = ["Availability", "Session", "SessionOptions", "TensorSpec"]
+__all__ = ["Availability", "DeviceEvent", "DeviceTimed", "Session", "SessionOptions", "TensorSpec"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class SessionOptions:
     threads: int | None = None
     verbose: bool = False
     optimize: bool = True
+    half: bool = False  # torch: run the module in FP16 (inputs cast in, outputs cast back to FP32)
 
 
 class Session(Protocol):
@@ -55,6 +56,25 @@ class Session(Protocol):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None: ...
+
+
+class DeviceEvent(Protocol):
+    def wait(self) -> None: ...
+
+    def ms_since(self, start: DeviceEvent) -> float: ...
+
+
+@runtime_checkable
+class DeviceTimed(Protocol):
+    """What GPU sessions add so the harness can time the device alone: `prepare` puts the
+    inputs on the device, `enqueue` launches the model without waiting, and `record`
+    records a CUDA event on the session's stream. Copies stay out of the device time."""
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> None: ...
+
+    def enqueue(self) -> None: ...
+
+    def record(self) -> DeviceEvent: ...
 
 
 class SessionBase:

@@ -21,6 +21,9 @@ PROVIDERS = {
     "trt": "TensorrtExecutionProvider",
 }
 
+# where the first provider cannot take a node: TensorRT's leftovers run on CUDA, not the CPU
+_FALLBACK = {"cpu": [], "cuda": [], "trt": ["CUDAExecutionProvider"]}
+
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -100,7 +103,9 @@ def open_model(source: Path | bytes, device: str = "cpu", options: SessionOption
     name = source if isinstance(source, Path) else "the model"
     try:
         session = ort.InferenceSession(
-            str(source) if isinstance(source, Path) else source, session_options, providers=[PROVIDERS[device]]
+            str(source) if isinstance(source, Path) else source,
+            session_options,
+            providers=[PROVIDERS[device], *_FALLBACK[device]],
         )
     except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
         raise ModelLoadError(f"{name}: onnxruntime cannot load it: {first_line(err)}") from err

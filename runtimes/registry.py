@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ class RuntimeInfo:
     module: str
     device: str
     format: Format
+    half: bool = False  # torch in FP16: the GPU reference row beside FP32
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -26,6 +28,8 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("ort-trt", "runtimes.ort", "trt", Format.ONNX),
         RuntimeInfo("torch-cpu", "runtimes.torch_eager", "cpu", Format.TORCH),
         RuntimeInfo("torch-cuda", "runtimes.torch_eager", "cuda", Format.TORCH),
+        RuntimeInfo("torch-cuda-fp16", "runtimes.torch_eager", "cuda", Format.TORCH, half=True),
+        RuntimeInfo("trt", "runtimes.tensorrt", "gpu", Format.TRT_ENGINE),
     )
 }
 
@@ -45,4 +49,5 @@ def load(runtime_id: str, artifact: Artifact, options: SessionOptions | None = N
     if info is None:
         raise RuntimeUnavailable(f"runtime '{runtime_id}' is not one of {', '.join(RUNTIMES)}")
     module = importlib.import_module(info.module)
-    return module.load(artifact, info.device, options or SessionOptions())
+    options = dataclasses.replace(options or SessionOptions(), half=info.half)
+    return module.load(artifact, info.device, options)

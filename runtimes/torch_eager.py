@@ -63,21 +63,34 @@ def _trusted_pickle(path: Path, sha256: str):
 
 
 class TorchSession(SessionBase):
-    def __init__(self, module, io_inputs, io_outputs, device: str):
+    def __init__(self, module, io_inputs, io_outputs, device: str, half: bool = False):
         self._module = module
         self._device = device
+        self._half = half
         self.inputs = io_inputs
         self.outputs = io_outputs
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _tensors(self, feeds: dict[str, np.ndarray]) -> list:
         import torch
 
         args = [torch.from_numpy(np.ascontiguousarray(feeds[i.name])) for i in self.inputs]
         if self._device != "cpu":
             args = [a.to(self._device, non_blocking=True) for a in args]
+        if self._half:
+            args = [a.half() if a.is_floating_point() else a for a in args]
+        return args
+
+    def _forward(self, args):
+        import torch
+
         with torch.inference_mode():
-            result = self._module(*args)
+            return self._module(*args)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._forward(self._tensors(feeds))
         tensors = result if isinstance(result, (tuple, list)) else (result,)
+        if self._half:
+            tensors = [t.float() if t.is_floating_point() else t for t in tensors]
         # .cpu() copies off the GPU; on the CPU the fresh output tensor is ours to hand over
         return {spec.name: t.detach().cpu().numpy() for spec, t in zip(self.outputs, tensors, strict=True)}
 
@@ -95,6 +108,37 @@ class TorchSession(SessionBase):
             torch.cuda.empty_cache()
 
 
+class TorchCudaSession(TorchSession):
+    """Adds the device-timing calls (runtimes.base.DeviceTimed) on torch's current stream."""
+
+    _prepared: list | None = None
+
+    def prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        self._prepared = self._tensors(feeds)
+        self.sync()
+
+    def enqueue(self) -> None:
+        self._forward(self._prepared)
+
+    def record(self) -> TorchEvent:
+        import torch
+
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return TorchEvent(event)
+
+
+class TorchEvent:
+    def __init__(self, event):
+        self._event = event
+
+    def wait(self) -> None:
+        self._event.synchronize()
+
+    def ms_since(self, start: TorchEvent) -> float:
+        return start._event.elapsed_time(self._event)
+
+
 def load(artifact: Artifact, device: str, options: SessionOptions) -> TorchSession:
     if artifact.format is not Format.TORCH:
         raise RuntimeUnavailable(f"torch-{device}: cannot run a {artifact.format} artifact")
@@ -106,9 +150,14 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> TorchSessi
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     module = build_module(artifact)
-    if device != "cpu":
-        module = module.to(device)
-    return TorchSession(module, artifact.io.inputs, artifact.io.outputs, device)
+    if device == "cpu":
+        if options.half:
+            raise RuntimeUnavailable("torch-cpu: FP16 runs on CUDA only here")
+        return TorchSession(module, artifact.io.inputs, artifact.io.outputs, device)
+    module = module.to(device)
+    if options.half:
+        module = module.half()
+    return TorchCudaSession(module, artifact.io.inputs, artifact.io.outputs, device, options.half)
 
 
 def output_specs(outputs, names: list[str] | None, batch_dim: str | None) -> tuple[TensorSpec, ...]:

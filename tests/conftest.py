@@ -29,10 +29,8 @@ def pytest_collection_modifyitems(config, items):
     reasons = {}
     gpu = probe("torch-cuda")
     reasons["gpu"] = None if gpu.ok else f"no GPU: {gpu.reason}"
-    import importlib.util
-
-    trt_missing = [m for m in ("tensorrt", "pycuda") if importlib.util.find_spec(m) is None]
-    reasons["tensorrt"] = f"{', '.join(trt_missing)}: not importable" if trt_missing else None
+    trt = probe("trt")
+    reasons["tensorrt"] = None if trt.ok else f"no TensorRT: {trt.reason}"
     reasons["slow"] = None if config.getoption("--run-slow") else "slow: run with --run-slow"
     for item in items:
         for marker, reason in reasons.items():

@@ -86,6 +86,7 @@ def render(document: dict) -> str:
             f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
             f"{row['peak_rss_mb']:.0f} | {' | '.join(accuracy_cells(row, columns))} |"
         )
+    lines += _device_section(document["rows"])
     lines += _server_section(document["scenarios"])
     lines += compression_section(document)
     lines += _trust_section(document["summary"])
@@ -94,8 +95,8 @@ def render(document: dict) -> str:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in notes]
     if document["skipped"]:
-        lines += ["", "## Not measured", ""]
-        lines += [f"- {s['variant']} on {s['runtime']}: {s['reason']}" for s in document["skipped"]]
+        lines += ["", "## Not built or not measured", ""]
+        lines += [f"- {line}" for line in skipped_lines(document["skipped"])]
     lines += [
         "",
         "Each artifact × runtime × threads is measured in a process of its own with fixed thread settings, "
@@ -115,6 +116,32 @@ def _recommendation_section(document: dict) -> list[str]:
     lines.append(f"Fastest artifact per target within an accuracy drop of {budget} from the source model:")
     lines.append("")
     return lines + [f"- {pick['text']}" for pick in document["recommendations"]]
+
+
+def _device_section(rows: list[dict]) -> list[str]:
+    """GPU rows: the device time between CUDA events around the enqueue, beside the end-to-end
+    time with the host↔device copies, so a slow row says whether copies or kernels cost."""
+    timed = [r for r in rows if r.get("device_latency")]
+    if not timed:
+        return []
+    lines = [
+        "",
+        "## Device time (GPU)",
+        "",
+        "Device time is measured by CUDA events on the session's stream around the enqueue alone, inputs already "
+        "on the device; end to end adds the copies in and out and the synchronisation.",
+        "",
+        "| variant | runtime | batch | device p50 ms | device p90 ms | device p99 ms | end-to-end p50 ms | copies and host share |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in timed:
+        device, end_to_end = row["device_latency"], row["latency"]
+        share = 1.0 - device["p50_ms"] / end_to_end["p50_ms"] if end_to_end["p50_ms"] else 0.0
+        lines.append(
+            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {_ms(device['p50_ms'])} | "
+            f"{_ms(device['p90_ms'])} | {_ms(device['p99_ms'])} | {_ms(end_to_end['p50_ms'])} | {_pct(max(share, 0.0))} |"
+        )
+    return lines
 
 
 def _server_section(scenarios: list[dict]) -> list[str]:
@@ -275,3 +302,15 @@ def budget_note(name: str, budget: dict) -> str:
             f"all-INT8 ({100 * cost:+.0f}%)"
         )
     return text + "."
+
+
+def skipped_lines(skipped: list[dict]) -> list[str]:
+    """One line per variant not built, and one per runtime × reason listing its variants,
+    so a machine without a GPU gets a line per missing runtime, not one per artifact."""
+    lines = [f"{s['variant']}: {s['reason']}" for s in skipped if s["runtime"] is None]
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for s in skipped:
+        if s["runtime"] is not None:
+            grouped.setdefault((s["runtime"], s["reason"]), []).append(s["variant"])
+    lines += [f"{', '.join(variants)} on {runtime}: {reason}" for (runtime, reason), variants in grouped.items()]
+    return lines

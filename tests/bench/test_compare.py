@@ -70,7 +70,7 @@ def test_compare_command_prints_the_verdicts(run_dir, tmp_path, capsys):
     [
         (None, "no results.json there"),
         ("{not json", "not a readable results.json"),
-        ('{"schema_version": 1}', "results schema 1, this edgeopt reads 3"),
+        ('{"schema_version": 1}', "results schema 1, this edgeopt reads 3 and 4"),
     ],
 )
 def test_compare_refuses_what_it_cannot_read_in_one_line(run_dir, tmp_path, capsys, content, message):

@@ -57,6 +57,7 @@ def test_load_unavailable_runtime_says_why(digits_onnx):
     "runtime_id",
     [
         "torch-cuda",
+        "torch-cuda-fp16",
         pytest.param(
             "ort-cuda",
             marks=pytest.mark.skipif(not probe("ort-cuda").ok, reason=f"CUDA: {probe('ort-cuda').reason}"),
@@ -66,8 +67,30 @@ def test_load_unavailable_runtime_says_why(digits_onnx):
 def test_gpu_sessions_match_the_cpu(runtime_id, digits_cnn, digits_onnx, digits):
     artifact = digits_cnn if runtime_id.startswith("torch") else digits_onnx
     feeds = digits.test.take(0, 16)
-    with load(runtime_id.replace("cuda", "cpu"), artifact) as cpu, load(runtime_id, artifact) as gpu:
-        np.testing.assert_allclose(gpu.run(feeds)["logits"], cpu.run(feeds)["logits"], atol=1e-3, rtol=1e-3)
+    cpu_id = runtime_id.replace("cuda", "cpu").removesuffix("-fp16")
+    tolerance = 0.05 if runtime_id.endswith("fp16") else 1e-3
+    with load(cpu_id, artifact) as cpu, load(runtime_id, artifact) as gpu:
+        on_gpu = gpu.run(feeds)["logits"]
+        assert on_gpu.dtype == np.float32
+        np.testing.assert_allclose(on_gpu, cpu.run(feeds)["logits"], atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_device_time_is_taken_between_cuda_events(digits_cnn, digits):
+    from bench.latency import time_device_calls
+    from runtimes.base import DeviceTimed
+
+    with load("torch-cuda", digits_cnn) as session:
+        assert isinstance(session, DeviceTimed)
+        samples = time_device_calls(session, digits.test.take(0, 32), 10, 0.0)
+    assert len(samples) == 10 and (samples > 0).all()
+
+
+def test_cpu_sessions_offer_no_device_timing(digits_cnn, digits_onnx):
+    from runtimes.base import DeviceTimed
+
+    with load("torch-cpu", digits_cnn) as torch_cpu, load("ort-cpu", digits_onnx) as ort_cpu:
+        assert not isinstance(torch_cpu, DeviceTimed) and not isinstance(ort_cpu, DeviceTimed)
 
 
 def _fresh_python(code: str, **kwargs) -> subprocess.CompletedProcess:
