@@ -136,6 +136,51 @@ def transform_command(
         return _write_model(result, output)
 
 
+def build_command(source: Path, output: Path, options: dict, probe_path: Path | None) -> Artifact:
+    """Build a TensorRT engine from an ONNX file: `output` and `<output>.json` (its metadata),
+    written only once the engine verifies against the source."""
+    from edgeopt.recipe import describe
+    from exporter.engine import BuildTrtOptions, DimRangeOption, build_trt
+    from exporter.verify import describe_failures
+    from runtimes import probe
+
+    availability = probe("trt")
+    if not availability.ok:
+        raise RuntimeUnavailable(f"build: {availability.reason}")
+    try:
+        parsed = BuildTrtOptions.model_validate(options)
+    except ValidationError as err:
+        raise RecipeError(f"build: {describe(err, BuildTrtOptions)}") from err
+    if not output.parent.is_dir():
+        raise RecipeError(f"{output}: folder {output.parent} does not exist")
+    artifact = open_artifact(source)
+    if artifact.format is not Format.ONNX:
+        raise ModelLoadError(f"{source}: build takes an ONNX model")
+    batch = artifact.io.inputs[0].shape[0] if artifact.io.inputs and artifact.io.inputs[0].shape else None
+    dims = dict(parsed.dims)
+    if isinstance(batch, str) and batch not in dims:
+        dims[batch] = DimRangeOption(min=1, opt=1, max=32)
+    parsed = parsed.model_copy(update={"dims": dims})
+    if probe_path:
+        feeds = load_samples(probe_path, artifact.io.inputs).probe()
+    else:
+        feeds = random_feeds(artifact.io.inputs, {name: size.opt for name, size in dims.items()})
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+        result = build_trt(artifact, parsed, StageContext(Path(scratch), feeds))
+        if not result.verification.passed:
+            raise VerificationError(
+                f"{output}: not written: the engine differs from {source}: {describe_failures(result.verification)}"
+            )
+        from runtimes.tensorrt import meta_path
+
+        try:  # metadata first: an engine is never there without it
+            os.replace(meta_path(result.path), meta_path(output))
+            os.replace(result.path, output)
+        except OSError as err:
+            raise output_error(output, err) from err
+    return dataclasses.replace(result, path=output)
+
+
 def load_samples(path: Path, inputs) -> Dataset:
     """An .npz of arrays, or a folder of images preprocessed to fit the model's input."""
     from edgeopt.data import load_npz
@@ -165,9 +210,18 @@ def _write_model(artifact: Artifact, output: Path) -> Artifact:
 
 
 def open_artifact(path: Path) -> Artifact:
-    """An artifact directory (with artifact.json) or a bare .onnx file."""
+    """An artifact directory (with artifact.json), a bare .onnx file, or an engine made by
+    `edgeopt build` (with its .json beside it)."""
     if path.is_dir() and (path / ARTIFACT_JSON).is_file():
         return Artifact.load(path)
+    if path.is_file() and path.suffix == ".engine":
+        from edgeopt.artifact import IO
+        from runtimes.tensorrt import read_meta
+
+        meta = read_meta(path)
+        return Artifact(
+            path, Format.TRT_ENGINE, meta.precision, "build_trt", {}, meta.source_sha256, IO.from_json(meta.io), ""
+        )
     if path.is_file() and path.suffix == ".onnx":
         from edgeopt.models import onnx_source_sha256
         from exporter.onnx_facts import graph_io
@@ -177,7 +231,7 @@ def open_artifact(path: Path) -> Artifact:
         return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, io, onnx_source_sha256(path))
     if not path.exists():
         raise ModelLoadError(f"{path}: not found")
-    raise ModelLoadError(f"{path}: not an .onnx file or an artifact directory")
+    raise ModelLoadError(f"{path}: not an .onnx file, an .engine file or an artifact directory")
 
 
 def bench_command(

@@ -22,6 +22,7 @@ class StageContext:
     where a validation split exists).
     modules: ONNX node name → the PyTorch module it came from, where the export said.
     evaluation_on: which split evaluation is, for the record.
+    cache_dir: where stages keep caches across runs (TensorRT timing caches); None keeps none.
     """
 
     out_dir: Path
@@ -31,6 +32,7 @@ class StageContext:
     evaluation: Split | None = None
     modules: dict[str, str] = dataclasses.field(default_factory=dict)
     evaluation_on: str = "test"
+    cache_dir: Path | None = None
 
 
 def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:

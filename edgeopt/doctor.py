@@ -20,12 +20,18 @@ def report() -> list[str]:
         f"flags     {' '.join(flags) or 'none of ' + ', '.join(('avx2', 'avx512f', 'avx512_vnni'))}",
         f"vnni      {vnni}",
         f"gpu       {', '.join(machine['gpus']) or 'none (nvidia-smi not found or no device)'}",
-        f"tensorrt  {'importable' if machine['tensorrt_importable'] else 'not installed (pip install edgeopt[tensorrt] on a CUDA machine)'}",
-        f"pycuda    {'importable' if machine['pycuda_importable'] else 'not installed'}",
+        f"tensorrt  {_version(machine, 'tensorrt') or 'not installed (pip install edgeopt[tensorrt] on a CUDA machine)'}",
+        f"pycuda    {_version(machine, 'pycuda') or 'not installed (pip install edgeopt[tensorrt])'}",
+        f"ort gpu   {_version(machine, 'onnxruntime-gpu') or 'not installed (pip uninstall onnxruntime, then pip install edgeopt[gpu])'}",
         "libraries " + ", ".join(f"{name} {version}" for name, version in machine["libraries"].items() if version),
         "",
         "runtimes",
     ]
     for runtime_id, availability in available().items():
-        lines.append(f"  {runtime_id:<11} {'ok' if availability.ok else 'no':<3} {availability.reason}")
+        lines.append(f"  {runtime_id:<15} {'ok' if availability.ok else 'no':<3} {availability.reason}")
     return lines
+
+
+def _version(machine: dict, package: str) -> str | None:
+    version = machine["libraries"].get(package)
+    return f"{package} {version}" if version else None

@@ -74,17 +74,30 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     calibration_sha256 = probe_fingerprint(calibration.inputs) + probe_fingerprint(evaluation.inputs)
     root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
     artifacts: dict[str, Artifact] = {"model": root}
+    unbuilt: dict[str, str] = {}  # variant → why it was not built on this machine
+    benchmarked = recipe.bench.batch_sizes
+    every_batch = [*benchmarked, recipe.bench.accuracy_batch_size, len(next(iter(probe_feeds.values())))]
     for position, name in enumerate(loaded.order, start=2):
         variant = recipe.variants[name]
         stage = STAGES[variant.stage]
+        step = f"[{position}/{total}] {variant.stage}"
+        reason = _why_not_built(stage)
+        if reason:
+            unbuilt[name] = reason
+            log.info("%-24s %-14s %-8s %s", step, name, "skipped", reason)
+            continue
         parent = artifacts[variant.from_]
         options = loaded.options[name]
+        if stage.complete_options is not None:
+            options = stage.complete_options(options, parent, benchmarked, every_batch)
         samples = probe_sha256 + (calibration_sha256 if stage.calibrated else "")
         key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), samples)
         modules = parent.facts.get("modules", {})
-        context = StageContext(store.root, probe_feeds, verbose, calibration, evaluation, modules, evaluation_on)
+        context = StageContext(
+            store.root, probe_feeds, verbose, calibration, evaluation, modules, evaluation_on, cache_dir=store.root
+        )
         make = functools.partial(_run_stage, stage, parent, options, context)
-        artifact = _build_or_reuse(store, key, make, f"[{position}/{total}] {variant.stage}", name)
+        artifact = _build_or_reuse(store, key, make, step, name, stage.stale)
         if artifact.verification is not None and not artifact.verification.passed:
             raise VerificationError(
                 f"variants.{name}: {variant.stage} output differs from its reference: {describe_failures(artifact.verification)}"
@@ -92,6 +105,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         artifacts[name] = artifact
 
     rows, skipped, scenarios = _benchmark(loaded, artifacts, dataset)
+    skipped = [{"variant": name, "runtime": None, "reason": reason} for name, reason in unbuilt.items()] + skipped
     document = results_document(
         recipe=recipe.name,
         recipe_path=str(loaded.path),
@@ -245,10 +259,26 @@ def _run_stage(stage, parent: Artifact, options, context: StageContext, out_dir:
     return stage.function(parent, options, dataclasses.replace(context, out_dir=out_dir))
 
 
-def _build_or_reuse(store: Store, key: str, make, step: str, label: str) -> Artifact:
-    """The cached artifact under `key`, or a new one; logs the stage's one line either way."""
+def _why_not_built(stage) -> str | None:
+    """Engines are the last step of a chain (no stage takes one), so a variant not built
+    leaves no orphans behind."""
+    if stage.requires is not None:
+        availability = probe(stage.requires)
+        if not availability.ok:
+            return f"not built: {stage.requires}: {availability.reason}"
+    return None
+
+
+def _build_or_reuse(store: Store, key: str, make, step: str, label: str, stale=None) -> Artifact:
+    """The cached artifact under `key`, or a new one; logs the stage's one line either way.
+    `stale(artifact)` says why a cached one cannot serve on this machine (it is rebuilt)."""
     began = time.perf_counter()
     artifact = store.get(key)
+    if artifact is not None and stale is not None:
+        reason = stale(artifact)
+        if reason:
+            log.warning("%s: %s: rebuilding it from its source", label, reason)
+            artifact = None
     took = "cached"
     if artifact is None:
         artifact = store.build(key, make)
@@ -268,9 +298,11 @@ def _benchmark(
     """Every artifact on every runtime of the recipe that runs its format, measured in the
     order the recipe lists them (the accuracy reference, `model`, first)."""
     settings = loaded.recipe.bench
-    plan, skipped = [], []
+    plan, skipped, warned = [], [], set()
     for name in ["model", *loaded.recipe.variants]:
-        artifact = artifacts[name]
+        artifact = artifacts.get(name)
+        if artifact is None:  # not built on this machine
+            continue
         for runtime_id in loaded.recipe.runtimes:
             if RUNTIMES[runtime_id].format != artifact.format:
                 continue
@@ -281,7 +313,9 @@ def _benchmark(
             availability = probe(runtime_id)
             if not availability.ok:
                 skipped.append({"variant": name, "runtime": runtime_id, "reason": availability.reason})
-                log.warning("%s: not measured on %s: %s", name, runtime_id, availability.reason)
+                if runtime_id not in warned:
+                    log.warning("not measured on %s: %s", runtime_id, availability.reason)
+                    warned.add(runtime_id)
                 continue
             plan.append((name, runtime_id))
     rows, scenarios = _measure(plan, artifacts, dataset, settings, skipped)
@@ -302,7 +336,9 @@ def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, s
         for batch in sorted(set(settings.batch_sizes) - set(batches)):
             reason = f"batch {batch}: the model's batch dim is fixed at {fixed}"
             skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
-        jobs += [Job(name, runtime_id, threads, artifacts[name].directory, batches) for threads in settings.threads]
+        # a GPU runtime's speed does not follow the CPU thread count: one setting is enough
+        thread_counts = settings.threads if RUNTIMES[runtime_id].device == "cpu" else [max(settings.threads)]
+        jobs += [Job(name, runtime_id, threads, artifacts[name].directory, batches) for threads in thread_counts]
     accuracy = _accuracy(plan, artifacts, dataset, settings)
     latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
     server = ServerSettings(**settings.server.model_dump()) if settings.server else None
@@ -319,7 +355,7 @@ def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, s
         Row(
             variant=job.variant,
             runtime=job.runtime,
-            precision=str(artifacts[job.variant].precision),
+            precision="fp16" if RUNTIMES[job.runtime].half else str(artifacts[job.variant].precision),
             batch=batch,
             threads=job.threads,
             load_s=m.load_s,
@@ -332,6 +368,7 @@ def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, s
             peak_rss_mb=m.peak_rss_mb,
             warmup_runs=m.warmup_runs,
             harness_overhead=m.harness_overhead,
+            device_latency=m.device_latency,
         )
         for (job, batch), m in measured.items()
     ]

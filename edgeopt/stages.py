@@ -25,6 +25,7 @@ from compress.prune import (
 from compress.share import ShareWeightsOptions, share_weights
 from compress.sweep import TrainStructureOptions, train_structure
 from edgeopt.artifact import Format
+from exporter.engine import BuildTrtOptions, build_trt, with_batch_range
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
 from exporter.simplify import SimplifyOptions, simplify
@@ -42,6 +43,20 @@ class Stage:
     produces: Format
     description: str
     calibrated: bool = False
+    # a runtime the stage needs: where it is missing the variant (and what is built from
+    # it) is skipped with the runtime's reason rather than failing the run
+    requires: str | None = None
+    # (options, parent, benchmarked batch sizes, every batch size run) -> options with
+    # the recipe's defaults filled in, so the cache key and the record show them
+    complete_options: Callable | None = None
+    # artifact -> why a cached output cannot be used on this machine (then it is rebuilt)
+    stale: Callable | None = None
+
+
+def _stale_engine(artifact) -> str | None:
+    from runtimes.tensorrt import stale_reason
+
+    return stale_reason(artifact.path)
 
 
 STAGES: dict[str, Stage] = {
@@ -74,7 +89,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        5,
+        6,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
@@ -88,6 +103,17 @@ STAGES: dict[str, Stage] = {
         Format.ONNX,
         "INT8 weights, activations per call",
         calibrated=True,  # a budget is checked on the evaluation samples
+    ),
+    "build_trt": Stage(
+        build_trt,
+        BuildTrtOptions,
+        1,
+        Format.ONNX,
+        Format.TRT_ENGINE,
+        "TensorRT engine in the source's precision, verified against it",
+        requires="trt",
+        complete_options=with_batch_range,
+        stale=_stale_engine,
     ),
     "prune_channels": Stage(
         prune_channels,

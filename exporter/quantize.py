@@ -173,6 +173,10 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         facts["not_for"] = {
             "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
         }
+    elif not flavour.symmetric_activations:
+        facts["not_for"] = {
+            "ort-trt": "U8 activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
+        }
     # this CPU's INT8 kernels are not TensorRT's: check the TensorRT flavour by its QDQ semantics
     return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
 

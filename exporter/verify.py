@@ -78,22 +78,26 @@ def verify_against(
     tolerance: Tolerance,
     verbose: bool = False,
     simulate: bool = False,
+    simulate_reference: bool = False,
 ) -> Verification:
-    """Run both artifacts on the CPU over the probe samples and compare every output.
+    """Run both artifacts over the probe samples and compare every output: models on the
+    CPU, engines on TensorRT.
 
     Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
     inputs gets FP16 feeds). `simulate` runs the candidate unoptimized: the QDQ semantics,
-    for artifacts meant for another runtime's INT8 kernels (TensorRT).
+    for artifacts meant for another runtime's INT8 kernels (TensorRT); `simulate_reference`
+    does the same for the reference.
     """
     from runtimes import load
     from runtimes.base import SessionOptions
 
+    runtimes = {Format.TORCH: "torch-cpu", Format.ONNX: "ort-cpu", Format.TRT_ENGINE: "trt"}
     outputs = []
-    for artifact, optimize in ((reference, True), (candidate, not simulate)):
-        runtime_id = "torch-cpu" if artifact.format is Format.TORCH else "ort-cpu"
-        with load(runtime_id, artifact, SessionOptions(verbose=verbose, optimize=optimize)) as session:
+    for artifact, optimize in ((reference, not simulate_reference), (candidate, not simulate)):
+        with load(runtimes[artifact.format], artifact, SessionOptions(verbose=verbose, optimize=optimize)) as session:
             feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
             outputs.append(session.run(feeds))
     expected, actual = outputs
-    name = f"{reference.stage} {reference.sha256[:12]}" + (" (QDQ simulated)" if simulate else "")
+    simulated = " (QDQ simulated)" if simulate or simulate_reference else ""
+    name = f"{reference.stage} {reference.sha256[:12]}{simulated}"
     return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)

@@ -280,7 +280,7 @@ CASES = {
     "onnx: external data missing": (lambda f: _external(f, "w.bin"), "external data file 'w.bin' is missing"),
     "onnx: simplify a non-ONNX file": (
         lambda f: ["simplify", "digits.npz", "-o", "out.onnx"],
-        "not an .onnx file or an artifact directory",
+        "not an .onnx file, an .engine file or an artifact directory",
     ),
     # output
     "output: inside a file": (lambda f: ["run", "recipe.yaml", "--output", "digits.npz/run"], "cannot write there"),

@@ -25,7 +25,7 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 3
+    assert results["schema_version"] == 4
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
     assert results["artifacts"]["onnx"]["verification"]["passed"]
@@ -126,11 +126,11 @@ def test_cli_run_fails_the_stage_past_tolerance(mlp_recipe, tmp_path, capsys):
         (["export", "factories:tiny_mlp", "-o", "m.onnx"], "needs --input NAME:SHAPE:DTYPE"),
         (["export", "digits-cnn", "-o", "m.onnx", "--opset", "3"], "--opset: opset 3 is outside 9.."),
         (["bench", "absent.onnx"], "absent.onnx: not found"),
-        (["simplify", "digits.npz", "-o", "s.onnx"], "not an .onnx file or an artifact directory"),
+        (["simplify", "digits.npz", "-o", "s.onnx"], "not an .onnx file, an .engine file or an artifact directory"),
         (["simplify", "absent.onnx", "-o", "s.onnx"], "absent.onnx: not found"),
-        (["fp16", "factories.py", "-o", "h.onnx"], "not an .onnx file or an artifact directory"),
+        (["fp16", "factories.py", "-o", "h.onnx"], "not an .onnx file, an .engine file or an artifact directory"),
         (["simplify", "digits.npz", "-o", "no/such/dir/s.onnx"], "folder no/such/dir does not exist"),
-        (["bench", "digits.npz"], "not an .onnx file or an artifact directory"),
+        (["bench", "digits.npz"], "not an .onnx file, an .engine file or an artifact directory"),
         (["bench", "digits.npz", "--runtime", "tflite"], "runtime 'tflite' is not one of"),
     ],
 )
