@@ -206,6 +206,9 @@ class TrtSession(SessionBase):
             self._cuda.Context.pop()
             raise ModelLoadError("TensorRT cannot deserialize the engine (corrupt, or built by another version)")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            self._cuda.Context.pop()
+            raise RuntimeUnavailable("trt: TensorRT cannot create an execution context (GPU memory full?)")
         self._stream = cuda.Stream()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         is_input = {name: self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
