@@ -105,20 +105,9 @@ def transform_command(
 
     Verification uses --probe samples, else the first calibration samples, else seeded
     random ones."""
-    from edgeopt.recipe import describe
-    from edgeopt.stages import STAGES
     from exporter.verify import describe_failures
 
-    stage = STAGES[stage_name]
-    try:
-        parsed = stage.options.model_validate(options)
-    except ValidationError as err:
-        raise RecipeError(f"{stage_name}: {describe(err, stage.options)}") from err
-    if not output.parent.is_dir():
-        raise RecipeError(f"{output}: folder {output.parent} does not exist")
-    artifact = open_artifact(source)
-    if artifact.format is not Format.ONNX:
-        raise ModelLoadError(f"{source}: {stage_name} takes an ONNX model")
+    stage, parsed, artifact = _single_step(stage_name, stage_name, options, source, output)
     inputs = artifact.io.inputs
     calibration = load_samples(calibration_path, inputs).test if calibration_path else None
     if probe_path:
@@ -136,26 +125,36 @@ def transform_command(
         return _write_model(result, output)
 
 
+def _single_step(stage_name: str, verb: str, options: dict, source: Path, output: Path):
+    """What every single-step verb does first: parse the stage's options, check the output
+    folder, open the ONNX source. Returns (stage, options, artifact)."""
+    from edgeopt.recipe import describe
+    from edgeopt.stages import STAGES
+
+    stage = STAGES[stage_name]
+    try:
+        parsed = stage.options.model_validate(options)
+    except ValidationError as err:
+        raise RecipeError(f"{verb}: {describe(err, stage.options)}") from err
+    if not output.parent.is_dir():
+        raise RecipeError(f"{output}: folder {output.parent} does not exist")
+    artifact = open_artifact(source)
+    if artifact.format is not Format.ONNX:
+        raise ModelLoadError(f"{source}: {verb} takes an ONNX model")
+    return stage, parsed, artifact
+
+
 def build_command(source: Path, output: Path, options: dict, probe_path: Path | None) -> Artifact:
     """Build a TensorRT engine from an ONNX file: `output` and `<output>.json` (its metadata),
     written only once the engine verifies against the source."""
-    from edgeopt.recipe import describe
-    from exporter.engine import BuildTrtOptions, DimRangeOption, build_trt
+    from exporter.engine import DimRangeOption
     from exporter.verify import describe_failures
     from runtimes import probe
 
     availability = probe("trt")
     if not availability.ok:
         raise RuntimeUnavailable(f"build: {availability.reason}")
-    try:
-        parsed = BuildTrtOptions.model_validate(options)
-    except ValidationError as err:
-        raise RecipeError(f"build: {describe(err, BuildTrtOptions)}") from err
-    if not output.parent.is_dir():
-        raise RecipeError(f"{output}: folder {output.parent} does not exist")
-    artifact = open_artifact(source)
-    if artifact.format is not Format.ONNX:
-        raise ModelLoadError(f"{source}: build takes an ONNX model")
+    stage, parsed, artifact = _single_step("build_trt", "build", options, source, output)
     batch = artifact.io.inputs[0].shape[0] if artifact.io.inputs and artifact.io.inputs[0].shape else None
     dims = dict(parsed.dims)
     if isinstance(batch, str) and batch not in dims:
@@ -166,7 +165,7 @@ def build_command(source: Path, output: Path, options: dict, probe_path: Path | 
     else:
         feeds = random_feeds(artifact.io.inputs, {name: size.opt for name, size in dims.items()})
     with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
-        result = build_trt(artifact, parsed, StageContext(Path(scratch), feeds))
+        result = stage.function(artifact, parsed, StageContext(Path(scratch), feeds))
         if not result.verification.passed:
             raise VerificationError(
                 f"{output}: not written: the engine differs from {source}: {describe_failures(result.verification)}"
