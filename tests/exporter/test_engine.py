@@ -27,11 +27,10 @@ def quantized(tmp_path_factory, digits_onnx, digits):
     built = {}
     for index, target in enumerate(Target):
         options = QuantizeInt8Options(target=target, samples=64)
-        context = StageContext(store.root, digits.probe(), calibration=digits.train)
         built[target] = store.build(
             str(index) * 64,
-            lambda out, o=options, c=context: quantize_int8(
-                digits_onnx, o, c.__class__(**{**c.__dict__, "out_dir": out})
+            lambda out, o=options: quantize_int8(
+                digits_onnx, o, StageContext(out, digits.probe(), calibration=digits.train)
             ),
         )
     return built
