@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
+from runtimes.ort import DISABLED_FUSIONS
 
 
 def _ms(value: float) -> str:
@@ -103,9 +104,23 @@ def render(document: dict) -> str:
         "in rounds interleaved across artifacts: warm-up until two windows' medians agree, then timed runs "
         "until both the minimum count and the minimum duration are reached; the clock is perf_counter_ns "
         "around one call.",
+        *_runtime_settings(document["rows"]),
         "",
     ]
     return "\n".join(lines)
+
+
+def _runtime_settings(rows: list[dict]) -> list[str]:
+    """What a deployment must set to see these numbers, beyond the runtime's defaults."""
+    if not any(row["runtime"] == "ort-cpu" for row in rows):
+        return []
+    fusions = ", ".join(DISABLED_FUSIONS["cpu"])
+    return [
+        "",
+        f"ONNX Runtime on the CPU runs with its load-time {fusions} off "
+        f"(`InferenceSession(..., disabled_optimizers={DISABLED_FUSIONS['cpu']!r})`): the fused kernel is "
+        "slower than the operators it replaces; deploy with the same setting to see these numbers.",
+    ]
 
 
 def _recommendation_section(document: dict) -> list[str]:

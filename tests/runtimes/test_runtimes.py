@@ -25,6 +25,46 @@ def test_ort_session_describes_and_runs_the_model(digits_onnx, digits):
     assert outputs["logits"].shape == (5, 10) and outputs["logits"].dtype == np.float32
 
 
+def test_ort_cpu_keeps_residual_add_and_layernorm_apart(tmp_path, monkeypatch):
+    """ORT's SkipLayerNormFusion is off on the CPU (its kernel is slower than the two ops);
+    the graph ORT optimises at load, written out, still has the Add and the LayerNorm."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtimes.ort import open_model
+
+    hidden = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "residual"], ["sum"]),
+            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], epsilon=1e-12),
+        ],
+        "residual",
+        [hidden("x", TensorProto.FLOAT, [2, 4, 8]), hidden("residual", TensorProto.FLOAT, [2, 4, 8])],
+        [hidden("y", TensorProto.FLOAT, [2, 4, 8])],
+        [
+            numpy_helper.from_array(np.ones(8, np.float32), "gamma"),
+            numpy_helper.from_array(np.zeros(8, np.float32), "beta"),
+        ],
+    )
+    source = tmp_path / "residual.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    written = tmp_path / "optimized.onnx"
+
+    class WritingOptions(ort.SessionOptions):
+        def __init__(self):
+            super().__init__()
+            self.optimized_model_filepath = str(written)
+
+    monkeypatch.setattr(ort, "SessionOptions", WritingOptions)
+    x = np.random.default_rng(0).standard_normal((2, 4, 8)).astype(np.float32)
+    with open_model(source, "cpu", SessionOptions(threads=1)) as session:
+        y = session.run({"x": x, "residual": x})["y"]
+    assert [node.op_type for node in onnx.load(written).graph.node] == ["Add", "LayerNormalization"]
+    np.testing.assert_allclose(y.mean(axis=-1), 0, atol=1e-5)
+
+
 def test_torch_session_returns_arrays_the_caller_owns(digits_cnn, digits):
     feeds = digits.test.take(0, 3)
     with load("torch-cpu", digits_cnn) as session:
