@@ -72,6 +72,17 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
         "variants": {
             "onnx": {"stage": "export_onnx", "options": {"exporter": "torchscript", "opset": 17}},
             "fused": {"stage": "optimize_transformer", "from": "onnx", "options": {"num_heads": 4, "hidden_size": 64}},
+            "fused-cpu": {
+                "stage": "optimize_transformer",
+                "from": "onnx",
+                "options": {
+                    "num_heads": 4,
+                    "hidden_size": 64,
+                    "skip_layer_norm": False,
+                    "gelu_approximation": True,
+                    "tolerance": {"atol": 0.001, "rtol": 0.01, "min_cosine": 0.9999},
+                },
+            },
             "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
             "onnx-smoothed": {"stage": "export_onnx", "from": "smoothed", "options": {"exporter": "torchscript"}},
             "int8": {
@@ -96,6 +107,12 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     ]
     assert artifacts["onnx"]["io"]["outputs"][0]["name"] == "sentence_embedding"
     assert artifacts["fused"]["facts"]["fused"]["Attention"] == 2
+    assert "FastGelu" not in artifacts["fused"]["facts"]["fused"]
+    cpu_fusions = artifacts["fused-cpu"]["facts"]["fused"]
+    assert (
+        cpu_fusions["Attention"] == 2 and cpu_fusions["FastGelu"] == 2 and "SkipLayerNormalization" not in cpu_fusions
+    )
+    assert artifacts["fused-cpu"]["verification"]["passed"]
     assert artifacts["smoothed"]["verification"]["passed"]
     assert artifacts["smoothed"]["facts"]["compression"]["layers"] == 13  # 6 Linears per layer, and the pooler
     budget = artifacts["int8"]["facts"]["budget"]
