@@ -108,7 +108,7 @@ def prune_channels(artifact: Artifact, options: PruneChannelsOptions, context: S
     names = input_names(artifact)
     module = copy.deepcopy(build_module(artifact))
     before_parameters, before_top1 = parameter_count(module), top1(module, validation, names)
-    shapes_before = _shapes(module)
+    shapes_before = tensor_shapes(module)
     example = tuple(torch.from_numpy(context.probe[name][:1]) for name in names)
     keep = [module.get_submodule(name) for name in options.keep] if options.keep else [_last_layer(module)]
     importance = {
@@ -128,7 +128,7 @@ def prune_channels(artifact: Artifact, options: PruneChannelsOptions, context: S
     pruner.step()
     cut_top1 = top1(module, validation, names)
     fitted = fit(module, train, validation, names, options.fine_tune)
-    layers = _resized(module, shapes_before)
+    layers = resized_layers(module, shapes_before)
     base = base_of(artifact, "prune_channels")
     channels = {
         name: layer["attributes"]["out_channels"]
@@ -260,19 +260,19 @@ def structural_base(base: dict, layers: dict, dropped: list[str]) -> dict:
     return {"factory": f"{__name__}:pruned_module", "kwargs": {"base": base, "layers": layers, "dropped": dropped}}
 
 
-def _shapes(module: nn.Module) -> dict[str, tuple]:
+def tensor_shapes(module: nn.Module) -> dict[str, tuple]:
     return {name: tuple(t.shape) for name, t in module.state_dict().items()}
 
 
-def _resized(module: nn.Module, before: dict[str, tuple]) -> dict:
-    """Each module whose own tensors changed shape: its size attributes and tensor shapes."""
+def resized_layers(module: nn.Module, before: dict[str, tuple]) -> dict:
+    """Each module whose own tensors changed shape: its size attributes and tensor shapes.
+    Only tensors of the state dict count: a non-persistent buffer (a transformer's
+    position_ids) is not saved, so the factory must leave it as the model builds it."""
     layers = {}
+    saved = module.state_dict().keys()
     for name, sub in module.named_modules():
-        own = {
-            **{k: v for k, v in sub._parameters.items() if v is not None},
-            **{k: v for k, v in sub._buffers.items() if v is not None},
-        }
         prefix = f"{name}." if name else ""
+        own = {k: v for k, v in {**sub._parameters, **sub._buffers}.items() if v is not None and prefix + k in saved}
         if all(before.get(prefix + k) == tuple(v.shape) for k, v in own.items()):
             continue
         layers[name] = {

@@ -22,6 +22,7 @@ from compress.prune import (
     prune_layers,
     prune_magnitude,
 )
+from compress.prune_ffn import PruneFfnOptions, prune_ffn
 from compress.share import ShareWeightsOptions, share_weights
 from compress.sweep import TrainStructureOptions, train_structure
 from edgeopt.artifact import Format
@@ -140,6 +141,15 @@ STAGES: dict[str, Stage] = {
         Format.TORCH,
         Format.TORCH,
         "drop the layers that cost least, fine-tune",
+        calibrated=True,
+    ),
+    "prune_ffn": Stage(
+        prune_ffn,
+        PruneFfnOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "remove a transformer's feed-forward neurons of least output variance (no fine-tuning)",
         calibrated=True,
     ),
     "distill": Stage(
