@@ -4,8 +4,11 @@ One worker process per (artifact, runtime, threads) loads its session once and w
 Then, batch size by batch size, `rounds` rounds each time every worker for a slice of
 the minimum count and duration, in the plan's order rotated by the round: slow drift on
 a shared machine (a neighbour's load, clock changes) lands on every artifact alike
-rather than on whichever ran last. A measurement pools its rounds' samples; the spread
-of the rounds' medians flags measurements the machine was too noisy for.
+rather than on whichever ran last. Rounds should be short beside the machine's slow and
+fast spells (on a shared VM they last a fraction of a second), so that every artifact
+sees the same mix of them. A measurement pools its rounds' samples; its spread, how far
+the pooled medians of its even and its odd rounds lie apart, flags measurements that
+would not repeat.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class Measured:
 
     latency: LatencyStats
     round_p50_ms: tuple[float, ...]
-    spread: float  # largest round median over the smallest, minus 1
+    spread: float  # the even rounds' pooled median against the odd rounds', relative
     load_s: float  # cold start: the fresh process loading the artifact
     baseline_rss_mb: float  # the process before it loaded the artifact
     peak_rss_mb: float
@@ -120,6 +123,8 @@ def run_isolated(
     server: ServerSettings | None,
     on_done=None,
 ) -> tuple[dict[tuple[Job, int], Measured], dict[Job, ServerMeasured]]:
+    if rounds < 2:
+        raise ValueError("rounds: 2 at least, to tell how far a measurement repeats")
     workers: list[Worker] = []
     try:
         for job in jobs:  # one at a time: the load time is a cold start, not a contended one
@@ -139,10 +144,7 @@ def run_isolated(
                 if on_done is not None:
                     on_done()
         overheads = {
-            (w.job, b): w.ask("overhead", {"batch": b, "runs": settings.min_runs})["ratio"]
-            for w in workers
-            if overhead
-            for b in w.job.batches
+            (w.job, b): w.ask("overhead", {"batch": b})["ratio"] for w in workers if overhead for b in w.job.batches
         }
         served = {w.job: _serve(w, samples[(w.job, 1)], server) for w in workers if server and 1 in w.job.batches}
         finished = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
@@ -164,10 +166,11 @@ def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> ServerM
 
 def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None) -> Measured:
     medians = tuple(float(np.median(r["samples_ns"])) / 1e6 for r in rounds)
+    even, odd = (np.median(np.concatenate([r["samples_ns"] for r in rounds[half::2]])) for half in (0, 1))
     return Measured(
         latency=LatencyStats.from_samples(batch, np.concatenate([r["samples_ns"] for r in rounds])),
         round_p50_ms=medians,
-        spread=max(medians) / min(medians) - 1.0,
+        spread=float(abs(odd / even - 1.0)),
         load_s=process["load_s"],
         baseline_rss_mb=process["baseline_rss_bytes"] / 2**20,
         peak_rss_mb=process["peak_rss_bytes"] / 2**20,

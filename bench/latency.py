@@ -17,10 +17,15 @@ import numpy as np
 
 from runtimes.base import DeviceTimed, Session
 
-QUANTILES = tuple(range(0, 101, 5))
-WARMUP_WINDOW_S = (
-    0.02  # long enough for a stable median of microsecond calls  # percentiles kept for distribution plots
-)
+QUANTILES = tuple(range(0, 101, 5))  # percentiles kept for distribution plots
+WARMUP_WINDOW_S = 0.02  # long enough for a stable median of microsecond calls
+# before each later round: caches refilled and thread pools woken after the other
+# processes ran; a round's own calls are then timed from the first
+REWARM_RUNS = 2
+REWARM_S = 0.001
+# the harness-overhead pairs: chunks this long at least, so each chunk's median is steady
+OVERHEAD_CHUNK_S = 0.005
+OVERHEAD_CHUNK_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -138,24 +143,35 @@ def measure_latency(session: Session, feeds: dict[str, np.ndarray], settings: La
     return LatencyStats.from_samples(len(next(iter(feeds.values()))), samples)
 
 
-def harness_overhead(session: Session, feeds: dict[str, np.ndarray], runs: int, pairs: int = 40) -> float:
+def harness_overhead(session: Session, feeds: dict[str, np.ndarray], pairs: int = 40) -> float:
     """The harness's median over a bare timed loop's median, on the same session in
-    this process: the median, over `pairs` back-to-back pairs of short chunks, of each
-    pair's ratio, so drift on the machine (slower and faster spells lasting a fraction
-    of a second) cancels within a pair instead of landing on one side."""
-    clock = time.perf_counter_ns
-    run = session.run
-    chunk = max(runs // pairs, 10)
+    this process: the median, over `pairs` back-to-back pairs of short chunks (which of
+    the two goes first alternates), of each pair's ratio, so drift on the machine (slower
+    and faster spells lasting a fraction of a second) cancels within a pair instead of
+    landing on one side."""
+    chunk = len(time_calls(session, feeds, OVERHEAD_CHUNK_RUNS, OVERHEAD_CHUNK_S))
     ratios = []
-    for _ in range(pairs):
-        harness = time_calls(session, feeds, chunk, 0.0)
-        bare = np.empty(chunk, np.int64)
-        for index in range(chunk):
-            begin = clock()
-            run(feeds)
-            bare[index] = clock() - begin
+    for index in range(pairs):
+        if index % 2:
+            bare = bare_calls(session, feeds, chunk)
+            harness = time_calls(session, feeds, chunk, 0.0)
+        else:
+            harness = time_calls(session, feeds, chunk, 0.0)
+            bare = bare_calls(session, feeds, chunk)
         ratios.append(np.median(harness) / np.median(bare))
     return float(np.median(ratios))
+
+
+def bare_calls(session: Session, feeds: dict[str, np.ndarray], runs: int) -> np.ndarray:
+    """The least a timed loop can do: nanoseconds per `run`, nothing else."""
+    clock = time.perf_counter_ns
+    run = session.run
+    samples = np.empty(runs, np.int64)
+    for index in range(runs):
+        begin = clock()
+        run(feeds)
+        samples[index] = clock() - begin
+    return samples
 
 
 def serve(

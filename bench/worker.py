@@ -10,7 +10,7 @@ then lands on all of them alike. One JSON request per line in, one answer per li
     {"time": {"batch", "min_runs", "min_duration_s", "warm_up"}} → {"samples_ns", "warmup_runs"}
         (warm_up: until stable, on a batch's first round; else one warm-up window;
         GPU sessions add "device_samples_ns", the enqueue alone between CUDA events)
-    {"overhead": {"batch", "runs"}}  → {"ratio"}
+    {"overhead": {"batch"}}          → {"ratio"}
     {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
     {"finish": {}}                   → {"peak_rss_bytes"}, then exit
 """
@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -36,6 +37,7 @@ def main() -> int:
             from edgeopt.errors import EdgeoptError, first_line
 
             answer = {"error": first_line(err), "bad_input": isinstance(err, EdgeoptError)}
+        _quiesce()
         print(json.dumps(answer), flush=True)
         if verb == "finish" or "error" in answer:
             break
@@ -80,14 +82,14 @@ def _feeds(state: dict, batch: int) -> dict:
 
 
 def _time(state: dict, request: dict) -> dict:
-    from bench.latency import WARMUP_WINDOW_S, time_calls, time_device_calls, warm_up
+    from bench.latency import REWARM_RUNS, REWARM_S, time_calls, time_device_calls, warm_up
     from runtimes.base import DeviceTimed
 
     session, feeds = state["session"], _feeds(state, request["batch"])
     if request["warm_up"]:
         warmup = warm_up(session, feeds, state["settings"])
-    else:  # caches and thread pools went cold while the other processes ran: one window
-        warmup = len(time_calls(session, feeds, state["settings"].warmup_runs, WARMUP_WINDOW_S))
+    else:  # caches and thread pools went cold while the other processes ran
+        warmup = len(time_calls(session, feeds, REWARM_RUNS, REWARM_S))
     samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"])
     answer = {"samples_ns": samples.tolist(), "warmup_runs": warmup}
     if isinstance(session, DeviceTimed):
@@ -96,10 +98,38 @@ def _time(state: dict, request: dict) -> dict:
     return answer
 
 
+QUIESCE_POLL_S = 0.0005
+QUIESCE_MAX_S = 0.5
+
+
+def _quiesce() -> None:
+    """Wait, before answering, until this process's other threads are all asleep: thread
+    pools spin for a while after the last call (ONNX Runtime's for 2^20 pauses, about
+    55 ms here; torch's OpenMP pool about 9 ms), and on a small machine that spinning
+    would slow whichever process the parent asks next (3× at 2 threads on 2 cores).
+    Reads each thread's state from /proc (Linux); elsewhere it returns at once."""
+    deadline = time.perf_counter() + QUIESCE_MAX_S
+    while _other_threads_running() and time.perf_counter() < deadline:
+        time.sleep(QUIESCE_POLL_S)
+
+
+def _other_threads_running() -> bool:
+    own = str(threading.get_native_id())
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            if tid != own:
+                with open(f"/proc/self/task/{tid}/stat") as stat:
+                    if stat.read().rpartition(")")[2].split()[0] == "R":
+                        return True
+    except (OSError, IndexError):
+        return False
+    return False
+
+
 def _overhead(state: dict, request: dict) -> dict:
     from bench.latency import harness_overhead
 
-    return {"ratio": harness_overhead(state["session"], _feeds(state, request["batch"]), request["runs"])}
+    return {"ratio": harness_overhead(state["session"], _feeds(state, request["batch"]))}
 
 
 def _serve(state: dict, request: dict) -> dict:

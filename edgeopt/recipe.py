@@ -133,11 +133,14 @@ class BenchSettings(_Strict):
     min_runs: PositiveInt = Field(20, description="timed runs at least")
     min_duration_s: float = Field(1.0, ge=0, description="timed seconds at least")
     accuracy_batch_size: PositiveInt = Field(64, description="batch size for the accuracy pass")
-    rounds: PositiveInt = Field(
-        4, description="each measurement is timed in this many rounds, interleaved across artifacts"
+    rounds: int = Field(
+        20,
+        ge=2,
+        description="each measurement is timed in this many rounds, interleaved across artifacts "
+        "(short rounds: the machine's slow and fast spells then land on every artifact alike)",
     )
     stability_threshold: float = Field(
-        0.05, gt=0, description="a measurement whose rounds' medians differ by more is flagged unstable"
+        0.05, gt=0, description="a measurement whose even and odd rounds' medians differ by more is flagged unstable"
     )
     harness_overhead: bool = Field(False, description="also time a bare loop to measure the harness's overhead")
     server: ServerScenario | None = Field(

@@ -154,8 +154,8 @@ def _measurements(rows: list[dict]) -> str:
             "<code>model</code> over this row's p50 at the same batch and threads. Top-1 is on the held-out "
             "labelled test split; agreement is top-1 agreement with the source model; for embeddings, cosine is "
             "against the source model's and overlap@10 the share of each query's top-10 documents it retrieves "
-            "too. Spread is how far the "
-            "medians of the rounds, interleaved across artifacts, lie apart, and stable says whether that is "
+            "too. Spread is how far the pooled "
+            "medians of the even and the odd rounds, interleaved across artifacts, lie apart, and stable says whether that is "
             "within the recipe's threshold; load is the cold start of the measuring process (a fresh one per "
             "artifact × runtime × threads); peak MB is its peak resident memory.</p>",
             _table(

@@ -45,7 +45,7 @@ def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_pat
     np.savez(path, b1__image=digits.test.inputs["image"][:1])
     job = Job("wide", "torch-cpu", 1, wide.directory, (1,))
     server = ServerSettings(load=0.5, requests=40, concurrency=2)
-    measured, served = run_isolated([job], path, QUICK, rounds=1, overhead=False, server=server)
+    measured, served = run_isolated([job], path, QUICK, rounds=2, overhead=False, server=server)
     assert measured[(job, 1)].latency.p50_ms >= 0.5  # slow enough for the scenario to run
     result = served[job]
     assert result.latency.runs == 40 and result.latency.p99_ms >= result.latency.p50_ms > 0
@@ -58,7 +58,7 @@ def test_a_worker_that_cannot_load_its_artifact_says_so_in_one_line(digits_onnx,
     (broken / "artifact.json").write_text((Path(digits_onnx.directory) / "artifact.json").read_text())
     job = Job("broken", "ort-cpu", 1, broken, (1,))
     with pytest.raises(DataError, match=r"broken on ort-cpu, 1 threads: .*model\.onnx"):
-        run_isolated([job], feeds, QUICK, rounds=1, overhead=False, server=None)
+        run_isolated([job], feeds, QUICK, rounds=2, overhead=False, server=None)
 
 
 def test_warm_up_serve_and_overhead_in_process(digits_onnx, digits):
@@ -66,7 +66,7 @@ def test_warm_up_serve_and_overhead_in_process(digits_onnx, digits):
     with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
         assert warm_up(session, feeds, QUICK) >= 4  # two windows at least
         latencies = serve(session, feeds, rate_per_s=200.0, requests=20, concurrency=2)
-        ratio = harness_overhead(session, feeds, runs=60)
+        ratio = harness_overhead(session, feeds, pairs=4)
     assert len(latencies) == 20 and (latencies > 0).all()
     assert ratio > 0
 
@@ -78,8 +78,28 @@ def test_worker_peak_memory_is_its_own_not_its_parents(digits_onnx, feeds):
     ballast = np.ones(512 * 2**20, np.uint8)  # the parent grows by half a gigabyte before starting the worker
     parent_mb = psutil.Process().memory_info().rss / 2**20
     measured, _ = run_isolated(
-        [Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1,))], feeds, QUICK, rounds=1, overhead=False, server=None
+        [Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1,))], feeds, QUICK, rounds=2, overhead=False, server=None
     )
     (only,) = measured.values()
     assert only.peak_rss_mb < parent_mb - 400, (only.peak_rss_mb, parent_mb)
     del ballast
+
+
+def test_a_worker_answers_only_once_its_thread_pool_has_stopped_spinning(digits_onnx, digits):
+    from bench.worker import _other_threads_running, _quiesce
+
+    feeds = digits.test.take(0, 8)
+    with load("ort-cpu", digits_onnx, SessionOptions(threads=2)) as session:
+        for _ in range(50):
+            session.run(feeds)
+        _quiesce()
+        assert not _other_threads_running()
+
+
+def test_spread_is_how_far_the_even_and_odd_rounds_medians_lie_apart():
+    from bench.isolated import _pool
+
+    process = {"load_s": 0.1, "baseline_rss_bytes": 2**20, "peak_rss_bytes": 2**21}
+    rounds = [{"samples_ns": [ns] * 5, "warmup_runs": 1} for ns in (1000, 1500, 1000, 1500)]
+    measured = _pool(1, rounds, process, None)
+    assert measured.spread == pytest.approx(0.5) and measured.round_p50_ms == (0.001, 0.0015, 0.001, 0.0015)

@@ -92,7 +92,7 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
             },
         },
         "runtimes": ["ort-cpu"],
-        "bench": {"min_runs": 2, "min_duration_s": 0, "warmup_runs": 0, "rounds": 1, "server": None},
+        "bench": {"min_runs": 2, "min_duration_s": 0, "warmup_runs": 0, "rounds": 2, "server": None},
     }
     path = tmp_path / "hf.yaml"
     path.write_text(yaml.safe_dump(recipe))

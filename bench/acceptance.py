@@ -1,0 +1,115 @@
+"""The closing summary of `make bench`: the benchmark's own bars, checked on one run of
+recipes/bench.yaml and one of the same recipe with its variants in reverse order.
+
+- harness overhead: the harness's median over a bare timed loop around the same session,
+  at the fastest call, where its fixed cost per call weighs most;
+- one artifact measured twice under two names: how far its two medians lie apart;
+- reordering: how far each row's speedup over the source model moves between the runs,
+  against that twice-measured spread;
+- the report: report.html holds the Pareto plot and a recommendation.
+
+    python -m bench.acceptance runs/bench runs/bench-reordered
+
+Exit 0 when every bar holds, 1 when one does not (the lines say which), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.compare import load_run
+from edgeopt.errors import DataError
+
+OVERHEAD_BAR = 1.02
+TWICE_BAR = 0.03
+
+
+def check(run: dict, reordered: dict, html: str) -> list[tuple[bool, str]]:
+    """(holds, line) per bar."""
+    summary = run["summary"]
+    overhead = summary.get("harness_overhead_fastest")
+    twice = summary.get("max_twice_difference")
+    moved = reorder_change(run, reordered)
+    results = [
+        (
+            overhead is not None and overhead < OVERHEAD_BAR,
+            "harness overhead: "
+            + (
+                f"{overhead:.4f}× a bare loop on the fastest call ({summary['harness_overhead_fastest_at']})"
+                if overhead is not None
+                else "not measured (bench: harness_overhead)"
+            )
+            + f" (bar < {OVERHEAD_BAR})",
+        ),
+        (
+            twice is not None and twice <= TWICE_BAR,
+            "same artifact measured twice: "
+            + (f"medians {twice:.1%} apart at most" if twice is not None else "no twin variant in the recipe")
+            + f" (bar ≤ {TWICE_BAR:.0%})",
+        ),
+        (
+            moved is not None and twice is not None and moved[0] <= max(twice, TWICE_BAR),
+            "reordered variants: "
+            + (f"speedups moved {moved[0]:.1%} at most ({moved[1]})" if moved else "no row in both runs")
+            + (f" (bar ≤ the twice-measured spread, {max(twice, TWICE_BAR):.1%})" if twice is not None else ""),
+        ),
+        (
+            'id="pareto"' in html and 'id="recommendation"' in html and "<li>" in _section(html, "recommendation"),
+            "report.html: the Pareto plot and a recommendation per target",
+        ),
+    ]
+    return results
+
+
+def reorder_change(run: dict, reordered: dict) -> tuple[float, str] | None:
+    """The largest relative move of a row's speedup over the model, and where."""
+
+    def speedups(document: dict) -> dict:
+        return {
+            (r["variant"], r["runtime"], r["batch"], r["threads"]): r["speedup_vs_model"]
+            for r in document["rows"]
+            if r.get("speedup_vs_model") and r["variant"] != "model"
+        }
+
+    before, after = speedups(run), speedups(reordered)
+    moves = {key: abs(after[key] / before[key] - 1) for key in before.keys() & after.keys()}
+    if not moves:
+        return None
+    worst = max(moves, key=moves.get)
+    variant, runtime, batch, threads = worst
+    return moves[worst], f"{variant} on {runtime}, batch {batch} × {threads} threads"
+
+
+def _section(html: str, section_id: str) -> str:
+    start = html.find(f'id="{section_id}"')
+    return html[start : html.find("</section>", start)] if start >= 0 else ""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m bench.acceptance RUN REORDERED_RUN", file=sys.stderr)
+        return 2
+    run_dir, reordered_dir = (Path(arg) for arg in argv)
+    try:
+        run, reordered = load_run(run_dir), load_run(reordered_dir)
+        html = (run_dir / "report.html").read_text(encoding="utf-8")
+    except DataError as err:
+        print(f"edgeopt: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"edgeopt: {run_dir}/report.html: cannot read it ({err.strerror}); run its recipe first", file=sys.stderr)
+        return 2
+    results = check(run, reordered, html)
+    print(f"Benchmark bars, {run_dir} and {reordered_dir}:")
+    for holds, line in results:
+        print(f"  {'ok  ' if holds else 'MISS'} {line}")
+    missed = sum(not holds for holds, _ in results)
+    print(
+        f"{len(results) - missed} of {len(results)} bars hold" + ("" if not missed else "; see the lines marked MISS")
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
