@@ -8,7 +8,7 @@ then lands on all of them alike. One JSON request per line in, one answer per li
 
     {"load": {...}}                  → {"load_s", "baseline_rss_bytes"}
     {"time": {"batch", "min_runs", "min_duration_s", "warm_up"}} → {"samples_ns", "warmup_runs"}
-        (warm_up: until stable, on a batch's first round; else one warm-up window;
+        (warm_up: until stable, on a batch's first round; else a short re-warm;
         GPU sessions add "device_samples_ns", the enqueue alone between CUDA events)
     {"overhead": {"batch"}}          → {"ratio"}
     {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
