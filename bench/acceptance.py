@@ -8,6 +8,11 @@ recipes/bench.yaml and one of the same recipe with its variants in reverse order
   against that twice-measured spread;
 - the report: report.html holds the Pareto plot and a recommendation.
 
+Beside the bars it states how steady the machine itself ran in each run: a fixed workload
+timed in every round among the artifacts (bench/steadiness.py). Where its slow spells ran
+over 10% slower than its fast ones, the two spread bars measure the machine as much as
+the harness, and the line says they need a steadier machine.
+
     python -m bench.acceptance runs/bench runs/bench-reordered
 
 Exit 0 when every bar holds, 1 when one does not (the lines say which), 2 on bad input.
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 
 from bench.compare import load_run
+from bench.steadiness import STEADY_VARIATION
 from edgeopt.errors import DataError
 
 OVERHEAD_BAR = 1.02
@@ -81,6 +87,23 @@ def reorder_change(run: dict, reordered: dict) -> tuple[float, str] | None:
     return moves[worst], f"{variant} on {runtime}, batch {batch} × {threads} threads"
 
 
+def machine_line(run: dict, reordered: dict) -> str:
+    """How steady the machine ran in both runs, and whether that is steady enough to judge
+    the two spread bars."""
+    steadiness = [document["summary"].get("machine_steadiness") for document in (run, reordered)]
+    if None in steadiness:
+        return "the machine itself: its steadiness was not measured in both runs (re-run them)"
+    slowest = max(s["variation"] for s in steadiness)
+    spreads = " and ".join(f"{100 * s['spread']:.1f}%" for s in steadiness)
+    line = (
+        f"the machine itself: a fixed workload ran up to {100 * slowest:.0f}% slower in its slow spells than in "
+        f"its fast ones, its even and odd rounds {spreads} apart in the two runs"
+    )
+    if slowest > STEADY_VARIATION:
+        line += f"; past {STEADY_VARIATION:.0%}, the two spread bars need a steadier machine"
+    return line
+
+
 def _section(html: str, section_id: str) -> str:
     start = html.find(f'id="{section_id}"')
     return html[start : html.find("</section>", start)] if start >= 0 else ""
@@ -104,6 +127,7 @@ def main(argv: list[str]) -> int:
     print(f"Benchmark bars, {run_dir} and {reordered_dir}:")
     for holds, line in results:
         print(f"  {'ok  ' if holds else 'MISS'} {line}")
+    print(f"  {machine_line(run, reordered)}")
     missed = sum(not holds for holds, _ in results)
     print(
         f"{len(results) - missed} of {len(results)} bars hold" + ("" if not missed else "; see the lines marked MISS")

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.results import SCHEMA_VERSION
 from edgeopt.errors import DataError
 
-READABLE = (3, SCHEMA_VERSION)  # 4 only adds GPU device latency and unbuilt variants
+READABLE = (3, 4, SCHEMA_VERSION)  # 4 and 5 only add fields: GPU device latency, unbuilt variants, steadiness
 
 Key = tuple[str, str, int, int]  # variant, runtime, batch, threads
 

@@ -8,7 +8,8 @@ rather than on whichever ran last. Rounds should be short beside the machine's s
 fast spells (on a shared VM they last a fraction of a second), so that every artifact
 sees the same mix of them. A measurement pools its rounds' samples; its spread, how far
 the pooled medians of its even and its odd rounds lie apart, flags measurements that
-would not repeat.
+would not repeat. A probe process times a fixed workload in every round as well
+(bench/steadiness.py): the machine's own spread, to read the artifacts' against.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.latency import LatencySettings, LatencyStats
+from bench.steadiness import Steadiness
 from edgeopt.errors import DataError
 
 
@@ -69,9 +71,11 @@ class ServerMeasured:
 SERVER_MIN_MS = 0.5
 
 
-class Worker:
-    def __init__(self, job: Job, feeds: Path, settings: LatencySettings):
-        self.job = job
+class WorkerProcess:
+    """A `python -m bench.worker` process, asked one request at a time."""
+
+    def __init__(self, name: str):
+        self.name = name
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bench.worker"],
             stdin=subprocess.PIPE,
@@ -79,14 +83,6 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
         )
-        request = {
-            "artifact_dir": str(job.artifact_dir),
-            "runtime": job.runtime,
-            "threads": job.threads,
-            "feeds": str(feeds),
-            "settings": dataclasses.asdict(settings),
-        }
-        self.loaded = self.ask("load", request)
 
     def ask(self, verb: str, request: dict) -> dict:
         try:
@@ -98,20 +94,39 @@ class Worker:
         if not line:
             self._process.wait()
             tail = (self._process.stderr.read().strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"benchmark worker for {self._name} exited {self._process.returncode}: {tail}")
+            raise RuntimeError(f"benchmark worker for {self.name} exited {self._process.returncode}: {tail}")
         answer = json.loads(line)
         if "error" in answer:
-            raise (DataError if answer["bad_input"] else RuntimeError)(f"{self._name}: {answer['error']}")
+            raise (DataError if answer["bad_input"] else RuntimeError)(f"{self.name}: {answer['error']}")
         return answer
-
-    @property
-    def _name(self) -> str:
-        return f"{self.job.variant} on {self.job.runtime}, {self.job.threads} threads"
 
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+
+
+class Worker(WorkerProcess):
+    """A worker holding one job's session."""
+
+    def __init__(self, job: Job, feeds: Path, settings: LatencySettings):
+        super().__init__(f"{job.variant} on {job.runtime}, {job.threads} threads")
+        self.job = job
+        request = {
+            "artifact_dir": str(job.artifact_dir),
+            "runtime": job.runtime,
+            "threads": job.threads,
+            "feeds": str(feeds),
+            "settings": dataclasses.asdict(settings),
+        }
+        self.loaded = self.ask("load", request)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    measured: dict[tuple[Job, int], Measured]
+    served: dict[Job, ServerMeasured]
+    steadiness: Steadiness | None  # the machine's own speed over the same rounds; None without jobs
 
 
 def run_isolated(
@@ -122,23 +137,30 @@ def run_isolated(
     overhead: bool,
     server: ServerSettings | None,
     on_done=None,
-) -> tuple[dict[tuple[Job, int], Measured], dict[Job, ServerMeasured]]:
+) -> Benchmark:
     if rounds < 2:
         raise ValueError("rounds: 2 at least, to tell how far a measurement repeats")
     workers: list[Worker] = []
+    probe: WorkerProcess | None = None
     try:
         for job in jobs:  # one at a time: the load time is a cold start, not a contended one
             workers.append(Worker(job, feeds, settings))
+        probe = WorkerProcess("the steadiness probe")
         samples: dict[tuple[Job, int], list[dict]] = {}
+        steady: list[np.ndarray] = []
         per_round = {
             "min_runs": math.ceil(settings.min_runs / rounds),
             "min_duration_s": settings.min_duration_s / rounds,
         }
         for batch in sorted({b for job in jobs for b in job.batches}):
             for round_index in range(rounds):
-                shift = round_index % len(workers)
-                for worker in workers[shift:] + workers[:shift]:
-                    if batch in worker.job.batches:
+                # the probe takes its turn among the workers, so it sees the machine as they do
+                turns = [*workers, probe]
+                shift = round_index % len(turns)
+                for worker in turns[shift:] + turns[:shift]:
+                    if worker is probe:
+                        steady.append(np.asarray(probe.ask("steady", per_round)["samples_ns"]))
+                    elif batch in worker.job.batches:
                         request = {"batch": batch, "warm_up": round_index == 0, **per_round}
                         samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
                 if on_done is not None:
@@ -149,10 +171,15 @@ def run_isolated(
         served = {w.job: _serve(w, samples[(w.job, 1)], server) for w in workers if server and 1 in w.job.batches}
         finished = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
     finally:
-        for worker in workers:
-            worker.close()
+        for process in [*workers, probe]:
+            if process is not None:
+                process.close()
     measured = {key: _pool(key[1], answers, finished[key[0]], overheads.get(key)) for key, answers in samples.items()}
-    return measured, {job: result for job, result in served.items() if result is not None}
+    return Benchmark(
+        measured,
+        {job: result for job, result in served.items() if result is not None},
+        Steadiness.from_slices(steady) if steady else None,
+    )
 
 
 def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> ServerMeasured | None:

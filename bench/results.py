@@ -13,11 +13,13 @@ import numpy as np
 from bench.accuracy import Accuracy
 from bench.latency import LatencyStats
 from bench.recommend import recommend
+from bench.steadiness import Steadiness
 from edgeopt.errors import output_error
 
 # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations;
-# 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built
-SCHEMA_VERSION = 4
+# 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;
+# 5: summary.machine_steadiness
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def results_document(
     rows: list[Row],
     skipped: list[dict],
     scenarios: list[dict],
+    steadiness: Steadiness | None,
     max_accuracy_drop: float,
     duration_s: float,
     created: str,
@@ -84,13 +87,14 @@ def results_document(
         "scenarios": scenarios,
         "max_accuracy_drop": max_accuracy_drop,
         "recommendations": recommend(row_dicts, max_accuracy_drop),
-        "summary": summary(rows, {name: artifact.sha256 for name, artifact in artifacts.items()}),
+        "summary": summary(rows, {name: artifact.sha256 for name, artifact in artifacts.items()}, steadiness),
     }
 
 
-def summary(rows: list[Row], shas: dict[str, str]) -> dict:
+def summary(rows: list[Row], shas: dict[str, str], steadiness: Steadiness | None = None) -> dict:
     """What says whether the numbers can be trusted: the spread between rounds, the same
-    artifact measured twice under two names, and the harness's overhead."""
+    artifact measured twice under two names, the harness's overhead, and how steady the
+    machine itself ran."""
     overheads = [r for r in rows if r.harness_overhead is not None]
     # the harness costs a fixed time per call, so the fastest call shows it best; on slow
     # calls the ratio is 1 give or take the machine's noise between adjacent chunks
@@ -124,6 +128,7 @@ def summary(rows: list[Row], shas: dict[str, str]) -> dict:
         "harness_overhead_fastest_at": f"{_name(fastest)}, p50 {fastest.latency.p50_ms:.3f} ms" if fastest else None,
         "median_harness_overhead": float(np.median([r.harness_overhead for r in overheads])) if overheads else None,
         "max_harness_overhead": max((r.harness_overhead for r in overheads), default=None),
+        "machine_steadiness": steadiness.to_json() if steadiness else None,
     }
 
 

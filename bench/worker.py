@@ -11,6 +11,9 @@ then lands on all of them alike. One JSON request per line in, one answer per li
         (warm_up: until stable, on a batch's first round; else a short re-warm;
         GPU sessions add "device_samples_ns", the enqueue alone between CUDA events)
     {"overhead": {"batch"}}          → {"ratio"}
+    {"steady": {"min_runs", "min_duration_s"}} → {"samples_ns"}
+        (the fixed workload of bench/steadiness.py: how fast the machine itself ran;
+        needs no load)
     {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
     {"finish": {}}                   → {"peak_rss_bytes"}, then exit
 """
@@ -132,6 +135,12 @@ def _overhead(state: dict, request: dict) -> dict:
     return {"ratio": harness_overhead(state["session"], _feeds(state, request["batch"]))}
 
 
+def _steady(state: dict, request: dict) -> dict:
+    from bench.steadiness import time_units
+
+    return {"samples_ns": time_units(request["min_runs"], request["min_duration_s"]).tolist()}
+
+
 def _serve(state: dict, request: dict) -> dict:
     from bench.latency import serve
 
@@ -159,7 +168,14 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-HANDLERS = {"load": _load, "time": _time, "overhead": _overhead, "serve": _serve, "finish": _finish}
+HANDLERS = {
+    "load": _load,
+    "time": _time,
+    "overhead": _overhead,
+    "steady": _steady,
+    "serve": _serve,
+    "finish": _finish,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

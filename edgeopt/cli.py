@@ -221,6 +221,12 @@ def _print_trust(summary: dict) -> None:
             f"harness overhead: {summary['harness_overhead_fastest']:.4f}× a bare loop's median on the fastest call "
             f"({summary['harness_overhead_fastest_at']}; bar: 1.02), {summary['median_harness_overhead']:.4f}× typical"
         )
+    steadiness = summary.get("machine_steadiness")
+    if steadiness is not None:
+        print(
+            f"the machine itself: a fixed workload's even and odd rounds {100 * steadiness['spread']:.1f}% apart; "
+            f"its slow spells {100 * steadiness['variation']:.0f}% slower than its fast ones"
+        )
 
 
 def parse_input(text: str):

@@ -21,6 +21,7 @@ from bench.machine import fingerprint
 from bench.report.html import render_html
 from bench.report.markdown import render
 from bench.results import Row, results_document, write_atomic, write_results
+from bench.steadiness import Steadiness
 from edgeopt import huggingface
 from edgeopt import log as progress_log
 from edgeopt.artifact import Artifact, TensorSpec
@@ -104,7 +105,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
             )
         artifacts[name] = artifact
 
-    rows, skipped, scenarios = _benchmark(loaded, artifacts, dataset)
+    rows, skipped, scenarios, steadiness = _benchmark(loaded, artifacts, dataset)
     skipped = [{"variant": name, "runtime": None, "reason": reason} for name, reason in unbuilt.items()] + skipped
     document = results_document(
         recipe=recipe.name,
@@ -114,6 +115,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         rows=rows,
         skipped=skipped,
         scenarios=scenarios,
+        steadiness=steadiness,
         max_accuracy_drop=recipe.bench.max_accuracy_drop,
         duration_s=time.perf_counter() - started,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -294,7 +296,7 @@ def _build_or_reuse(store: Store, key: str, make, step: str, label: str, stale=N
 
 def _benchmark(
     loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset
-) -> tuple[list[Row], list[dict], list[dict]]:
+) -> tuple[list[Row], list[dict], list[dict], Steadiness | None]:
     """Every artifact on every runtime of the recipe that runs its format, measured in the
     order the recipe lists them (the accuracy reference, `model`, first)."""
     settings = loaded.recipe.bench
@@ -318,9 +320,9 @@ def _benchmark(
                     warned.add(runtime_id)
                 continue
             plan.append((name, runtime_id))
-    rows, scenarios = _measure(plan, artifacts, dataset, settings, skipped)
+    rows, scenarios, steadiness = _measure(plan, artifacts, dataset, settings, skipped)
     rows.sort(key=lambda r: (r.batch, r.threads, list(artifacts).index(r.variant), r.runtime))
-    return rows, skipped, scenarios
+    return rows, skipped, scenarios, steadiness
 
 
 def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, skipped: list[dict]):
@@ -348,9 +350,10 @@ def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, s
         np.savez(feeds, **{f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(dataset.test, b).items()})
         batches = len(set(settings.batch_sizes))
         with progress_log.progress("benchmarking", batches * settings.rounds) as advance:
-            measured, served = run_isolated(
+            benchmark = run_isolated(
                 jobs, feeds, latency, settings.rounds, settings.harness_overhead, server, on_done=advance
             )
+    measured, served = benchmark.measured, benchmark.served
     rows = [
         Row(
             variant=job.variant,
@@ -392,7 +395,7 @@ def _measure(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings, s
         }
         for job, s in served.items()
     ]
-    return rows, scenarios
+    return rows, scenarios, benchmark.steadiness
 
 
 def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
+from bench.steadiness import STEADY_VARIATION
 from runtimes.ort import DISABLED_FUSIONS
 
 
@@ -189,7 +190,8 @@ def _trust_section(summary: dict) -> list[str]:
 
 
 def trust_sentences(summary: dict) -> list[str]:
-    """Run-to-run spread, unstable measurements and the harness's overhead, in words."""
+    """Run-to-run spread, unstable measurements, the harness's overhead and the machine's
+    own steadiness, in words."""
     if not summary["measurements"]:
         return []
     sentences = [
@@ -213,7 +215,25 @@ def trust_sentences(summary: dict) -> list[str]:
             f"{summary['max_harness_overhead']:.4f}× at most over the measurements, slow calls' ratios being the "
             "machine's noise between adjacent chunks."
         )
+    steadiness = summary.get("machine_steadiness")
+    if steadiness is not None:
+        sentences.append(steadiness_sentence(steadiness))
     return sentences
+
+
+def steadiness_sentence(steadiness: dict) -> str:
+    sentence = (
+        f"The machine itself: a fixed workload timed in every round beside the artifacts ran "
+        f"{100 * steadiness['variation']:.0f}% slower in its slow spells than in its fast ones (p90 over p10 of "
+        f"{steadiness['slices']} slices), and its even and odd rounds were {100 * steadiness['spread']:.1f}% apart."
+    )
+    if steadiness["variation"] > STEADY_VARIATION:
+        sentence += (
+            " On a machine whose own speed swings this much, medians move by a few percent from one run to the "
+            "next with the mix of spells each measurement met; compare artifacts a few percent apart on a "
+            "steadier machine."
+        )
+    return sentence
 
 
 def op_changes(before: dict[str, int], after: dict[str, int]) -> str:

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from bench.acceptance import check, main
+from bench.acceptance import check, machine_line, main
 from edgeopt.cli import main as edgeopt
 from tests.conftest import FACTORIES, MLP_RECIPE
 
@@ -48,6 +48,7 @@ def test_the_summary_states_every_bar_from_the_runs(runs, capsys):
         "report.html",
     ]
     assert verdicts[3] == "ok"  # the small run's report has its Pareto plot and recommendations
+    assert lines[5].startswith("  the machine itself: a fixed workload ran up to")
     assert lines[-1].startswith(f"{verdicts.count('ok')} of 4 bars hold")
 
 
@@ -69,6 +70,22 @@ def test_each_bar_misses_where_its_figure_does(runs):
 
     bare = html.replace('id="pareto"', 'id="elsewhere"')
     assert check(calm, calm, bare)[3][0] is False
+
+
+def test_the_machine_line_says_when_the_machine_is_too_unsteady_for_the_spread_bars(runs):
+    run, _ = _first(runs)
+    steady, unsteady = copy.deepcopy(run), copy.deepcopy(run)
+    steady["summary"]["machine_steadiness"].update(spread=0.004, variation=0.08)
+    unsteady["summary"]["machine_steadiness"].update(spread=0.052, variation=1.4)
+    assert machine_line(steady, steady).endswith(
+        "up to 8% slower in its slow spells than in its fast ones, its even and odd rounds 0.4% and 0.4% apart in the two runs"
+    )
+    line = machine_line(steady, unsteady)
+    assert "up to 140% slower" in line and "0.4% and 5.2% apart" in line
+    assert line.endswith("past 10%, the two spread bars need a steadier machine")
+    older = copy.deepcopy(run)
+    del older["summary"]["machine_steadiness"]  # a run made before the probe existed
+    assert "not measured in both runs" in machine_line(run, older)
 
 
 def test_a_missing_run_is_one_line_and_exit_2(runs, tmp_path, capsys):

@@ -26,13 +26,16 @@ def test_rounds_interleave_processes_and_are_pooled(digits_onnx, feeds):
         Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1, 4)),
         Job("again", "ort-cpu", 2, digits_onnx.directory, (1,)),
     ]
-    measured, served = run_isolated(jobs, feeds, QUICK, rounds=3, overhead=True, server=None)
-    assert set(measured) == {(jobs[0], 1), (jobs[0], 4), (jobs[1], 1)} and served == {}
+    benchmark = run_isolated(jobs, feeds, QUICK, rounds=3, overhead=True, server=None)
+    measured = benchmark.measured
+    assert set(measured) == {(jobs[0], 1), (jobs[0], 4), (jobs[1], 1)} and benchmark.served == {}
     one = measured[(jobs[0], 1)]
     assert len(one.round_p50_ms) == 3 and one.latency.runs >= 6 and one.latency.batch == 1
     assert one.spread >= 0 and one.warmup_runs >= 2 and one.load_s > 0
     assert one.peak_rss_mb > one.baseline_rss_mb > 0
     assert one.harness_overhead > 0
+    steadiness = benchmark.steadiness  # the probe took a turn in each round of both batch sizes
+    assert steadiness.slices == 6 and steadiness.slice_p90_us >= steadiness.slice_p10_us > 0
 
 
 def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_path_factory, digits):
@@ -45,7 +48,8 @@ def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_pat
     np.savez(path, b1__image=digits.test.inputs["image"][:1])
     job = Job("wide", "torch-cpu", 1, wide.directory, (1,))
     server = ServerSettings(load=0.5, requests=40, concurrency=2)
-    measured, served = run_isolated([job], path, QUICK, rounds=2, overhead=False, server=server)
+    benchmark = run_isolated([job], path, QUICK, rounds=2, overhead=False, server=server)
+    measured, served = benchmark.measured, benchmark.served
     assert measured[(job, 1)].latency.p50_ms >= 0.5  # slow enough for the scenario to run
     result = served[job]
     assert result.latency.runs == 40 and result.latency.p99_ms >= result.latency.p50_ms > 0
@@ -77,10 +81,10 @@ def test_worker_peak_memory_is_its_own_not_its_parents(digits_onnx, feeds):
 
     ballast = np.ones(512 * 2**20, np.uint8)  # the parent grows by half a gigabyte before starting the worker
     parent_mb = psutil.Process().memory_info().rss / 2**20
-    measured, _ = run_isolated(
+    benchmark = run_isolated(
         [Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1,))], feeds, QUICK, rounds=2, overhead=False, server=None
     )
-    (only,) = measured.values()
+    (only,) = benchmark.measured.values()
     assert only.peak_rss_mb < parent_mb - 400, (only.peak_rss_mb, parent_mb)
     del ballast
 

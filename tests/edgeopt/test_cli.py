@@ -25,7 +25,8 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 4
+    assert results["schema_version"] == 5
+    assert results["summary"]["machine_steadiness"]["slices"] >= 2 and "the machine itself: " in first.out
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
     assert results["artifacts"]["onnx"]["verification"]["passed"]

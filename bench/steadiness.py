@@ -1,0 +1,78 @@
+"""How steady the machine itself ran during a benchmark: a fixed workload, timed in a
+process of its own for one slice per round beside the artifacts, and summarised the way
+a measurement is (its spread between even and odd rounds).
+
+On a shared VM the host's other tenants change the guest's speed: on the 2-core VM this
+project is developed on, a pure-Python loop ran up to 2.5× slower for tenths of a second
+at a time while the guest saw its own thread on the CPU throughout. Two artifacts whose
+medians differ by less than the fixed workload's own spread differ by the machine's
+noise, not by anything of theirs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT_LOOPS = 2000  # about 100 µs of interpreter work: the size of a fast model call
+# A median pools whichever slow and fast spells its rounds met. With N rounds landing in
+# either at random, the share of slow ones varies by about 1/(2√N), which moves a median by
+# up to variation/(2√N): 0.6% at a 10% variation over 60 rounds, well inside a 3% bar;
+# 5.6% at the 87% seen on the shared VM this project is developed on.
+STEADY_VARIATION = 0.10
+
+
+def unit_of_work() -> int:
+    """The same interpreter work every time, touching no memory beyond a few objects."""
+    total = 0
+    for index in range(UNIT_LOOPS):
+        total += index * index
+    return total
+
+
+def time_units(min_runs: int, min_duration_s: float) -> np.ndarray:
+    """Nanoseconds per unit of work, until both the count and the duration are reached."""
+    min_duration_ns = int(min_duration_s * 1e9)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    started = clock()
+    while len(samples) < min_runs or clock() - started < min_duration_ns:
+        begin = clock()
+        unit_of_work()
+        samples.append(clock() - begin)
+    return np.asarray(samples)
+
+
+@dataclass(frozen=True)
+class Steadiness:
+    """The fixed workload over a benchmark's rounds."""
+
+    slices: int
+    slice_p10_us: float  # the slices' medians: how fast the machine ran in its fast spells
+    slice_p90_us: float  # ... and in its slow ones
+    spread: float  # pooled medians of the even and the odd slices, relative: a row's spread for the machine alone
+
+    @property
+    def variation(self) -> float:
+        """How much slower the slow spells ran than the fast ones (p90 over p10 of slices)."""
+        return self.slice_p90_us / self.slice_p10_us - 1.0
+
+    @classmethod
+    def from_slices(cls, slices: list[np.ndarray]) -> Steadiness:
+        if len(slices) < 2:
+            raise ValueError("steadiness: 2 slices at least, to compare even and odd ones")
+        medians = [float(np.median(s)) / 1e3 for s in slices]
+        even, odd = (float(np.median(np.concatenate(slices[half::2]))) for half in (0, 1))
+        p10, p90 = np.percentile(medians, [10, 90])
+        return cls(len(slices), float(p10), float(p90), abs(odd / even - 1.0))
+
+    def to_json(self) -> dict:
+        return {
+            "slices": self.slices,
+            "slice_p10_us": self.slice_p10_us,
+            "slice_p90_us": self.slice_p90_us,
+            "variation": self.variation,
+            "spread": self.spread,
+        }
