@@ -195,7 +195,7 @@ def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None)
     medians = tuple(float(np.median(r["samples_ns"])) / 1e6 for r in rounds)
     even, odd = (np.median(np.concatenate([r["samples_ns"] for r in rounds[half::2]])) for half in (0, 1))
     return Measured(
-        latency=LatencyStats.from_samples(batch, np.concatenate([r["samples_ns"] for r in rounds])),
+        latency=LatencyStats.from_rounds(batch, [np.asarray(r["samples_ns"]) for r in rounds]),
         round_p50_ms=medians,
         spread=float(abs(odd / even - 1.0)),
         load_s=process["load_s"],
@@ -203,7 +203,7 @@ def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None)
         peak_rss_mb=process["peak_rss_bytes"] / 2**20,
         warmup_runs=sum(r["warmup_runs"] for r in rounds),
         harness_overhead=overhead,
-        device_latency=LatencyStats.from_samples(batch, np.concatenate([r["device_samples_ns"] for r in rounds]))
+        device_latency=LatencyStats.from_rounds(batch, [np.asarray(r["device_samples_ns"]) for r in rounds])
         if "device_samples_ns" in rounds[0]
         else None,
     )

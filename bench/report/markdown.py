@@ -70,7 +70,8 @@ def render(document: dict) -> str:
         "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model; "
         "for embeddings, cosine is against the source model's and overlap@10 the share of each query's "
         "top-10 documents that it retrieves too. "
-        "Spread is how far the pooled medians of the even and the odd interleaved rounds lie apart; load is the cold start of the "
+        "Spread is how far the pooled medians of the even and the odd interleaved rounds lie apart, and the median's "
+        "95% CI comes from resampling whole rounds; load is the cold start of the "
         "measuring process, a fresh one per artifact × runtime × threads; peak memory is its peak RSS.",
         "",
         "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | "
