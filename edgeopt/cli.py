@@ -224,8 +224,8 @@ def _print_trust(summary: dict) -> None:
     steadiness = summary.get("machine_steadiness")
     if steadiness is not None:
         print(
-            f"the machine itself: a fixed workload's even and odd rounds {100 * steadiness['spread']:.1f}% apart; "
-            f"its slow spells {100 * steadiness['variation']:.0f}% slower than its fast ones"
+            f"the machine itself: a fixed workload ran {100 * steadiness['variation']:.0f}% slower in its slow spells "
+            f"than in its fast ones, its even and odd rounds {100 * steadiness['spread']:.1f}% apart"
         )
 
 
