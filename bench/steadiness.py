@@ -11,10 +11,11 @@ noise, not by anything of theirs.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from bench.latency import time_calls
 
 UNIT_LOOPS = 2000  # about 100 µs of interpreter work: the size of a fast model call
 # A median pools whichever slow and fast spells its rounds met. With N rounds landing in
@@ -32,17 +33,19 @@ def unit_of_work() -> int:
     return total
 
 
+class _FixedWork:
+    """The unit of work as a session, so the harness's own loop times it like an artifact."""
+
+    def run(self, feeds: dict) -> None:
+        unit_of_work()
+
+    def sync(self) -> None:
+        pass
+
+
 def time_units(min_runs: int, min_duration_s: float) -> np.ndarray:
     """Nanoseconds per unit of work, until both the count and the duration are reached."""
-    min_duration_ns = int(min_duration_s * 1e9)
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    started = clock()
-    while len(samples) < min_runs or clock() - started < min_duration_ns:
-        begin = clock()
-        unit_of_work()
-        samples.append(clock() - begin)
-    return np.asarray(samples)
+    return time_calls(_FixedWork(), {}, min_runs, min_duration_s)
 
 
 @dataclass(frozen=True)
