@@ -9,7 +9,7 @@ fast spells (on a shared VM they last a fraction of a second), so that every art
 sees the same mix of them. A measurement pools its rounds' samples; its spread, how far
 the pooled medians of its even and its odd rounds lie apart, flags measurements that
 would not repeat. A probe process times a fixed workload in every round as well
-(bench/steadiness.py): the machine's own spread, to read the artifacts' against.
+(bench/steadiness.py): how steady the machine itself ran.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.latency import LatencySettings, LatencyStats
+from bench.latency import LatencySettings, LatencyStats, even_odd_spread
 from bench.steadiness import Steadiness
 from edgeopt.errors import DataError
 
@@ -193,11 +193,10 @@ def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> ServerM
 
 def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None) -> Measured:
     medians = tuple(float(np.median(r["samples_ns"])) / 1e6 for r in rounds)
-    even, odd = (np.median(np.concatenate([r["samples_ns"] for r in rounds[half::2]])) for half in (0, 1))
     return Measured(
         latency=LatencyStats.from_rounds(batch, [np.asarray(r["samples_ns"]) for r in rounds]),
         round_p50_ms=medians,
-        spread=float(abs(odd / even - 1.0)),
+        spread=even_odd_spread([np.asarray(r["samples_ns"]) for r in rounds]),
         load_s=process["load_s"],
         baseline_rss_mb=process["baseline_rss_bytes"] / 2**20,
         peak_rss_mb=process["peak_rss_bytes"] / 2**20,

@@ -115,6 +115,13 @@ def pooled_median_interval(rounds: list[np.ndarray], resamples: int = 2000, seed
     return float(low), float(high)
 
 
+def even_odd_spread(rounds: list[np.ndarray]) -> float:
+    """How far the pooled medians of the even and the odd rounds lie apart, relative: how
+    far a measurement would move if it were taken again (each half is one such take)."""
+    even, odd = (float(np.median(np.concatenate(rounds[half::2]))) for half in (0, 1))
+    return abs(odd / even - 1.0)
+
+
 def warm_up(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> int:
     """Untimed runs, a window at a time (warmup_runs calls and WARMUP_WINDOW_S at least),
     until two windows' medians agree: returns how many runs it took."""

@@ -156,7 +156,8 @@ def _measurements(rows: list[dict]) -> str:
             "against the source model's and overlap@10 the share of each query's top-10 documents it retrieves "
             "too. Spread is how far the pooled "
             "medians of the even and the odd rounds, interleaved across artifacts, lie apart, and stable says whether that is "
-            "within the recipe's threshold; the median's 95% CI comes from resampling whole rounds; load is the cold start of the measuring process (a fresh one per "
+            "within the recipe's threshold; the median's 95% CI comes from resampling whole rounds; load is "
+            "the cold start of the measuring process (a fresh one per "
             "artifact × runtime × threads); peak MB is its peak resident memory.</p>",
             _table(
                 header,
