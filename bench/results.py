@@ -18,8 +18,9 @@ from edgeopt.errors import output_error
 
 # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations;
 # 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;
-# 5: summary.machine_steadiness; latency.p50_ci_ms from resampling rounds where there are rounds
-SCHEMA_VERSION = 5
+# 5: summary.machine_steadiness; latency.p50_ci_ms from resampling rounds where there are rounds;
+# 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for)
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)

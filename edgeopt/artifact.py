@@ -91,7 +91,8 @@ class Verification:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A built model. `parent` is the sha256 of the artifact it was made from."""
+    """A built model. `parent` is the sha256 of the artifact it was made from; `target` the
+    machine it was built for, where that shaped it (INT8)."""
 
     path: Path
     format: Format
@@ -103,6 +104,7 @@ class Artifact:
     sha256: str = ""
     verification: Verification | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -139,6 +141,7 @@ class Artifact:
             sha256=data["sha256"],
             verification=Verification.from_json(verification) if verification else None,
             facts=data.get("facts", {}),
+            target=data.get("target"),
         )
 
     def moved_to(self, directory: Path) -> Artifact:

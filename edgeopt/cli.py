@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 from edgeopt import __version__
+from edgeopt.core.targets import Target
 from edgeopt.errors import EdgeoptError, RecipeError
 
 log = logging.getLogger("edgeopt")
+
+TARGETS = tuple(str(target) for target in Target)
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", help="run a recipe: build, verify, benchmark, report")
     run.add_argument("recipe", type=Path)
     run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
+    run.add_argument(
+        "--target", choices=TARGETS, help="the machine the models will run on (default: the recipe's target, else auto)"
+    )
 
     export = verbs.add_parser("export", help="export a PyTorch model to a verified ONNX file")
     export.add_argument("model", help="a built-in model name or package.module:function")
@@ -83,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", type=Path, required=True)
     quantize.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     quantize.add_argument("--percentile", type=float, default=99.999)
-    quantize.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu")
+    quantize.add_argument(
+        "--target", choices=TARGETS, default="auto", help="the machine the INT8 model runs on (auto: this host)"
+    )
     quantize.add_argument("--samples", type=int, default=256, help="calibration samples drawn (seeded)")
     quantize.add_argument("--dynamic", action="store_true", help="dynamic INT8: weights only, no calibration")
 
@@ -168,7 +176,7 @@ def _run(args) -> int:
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
     )
-    result = run(loaded, output, verbose=args.verbose)
+    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target))
     _print_rows(result.document["rows"])
     _print_trust(result.document["summary"])
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
@@ -281,20 +289,21 @@ def _quantize(args) -> int:
     from edgeopt.commands import transform_command
 
     if args.dynamic:
-        artifact = transform_command("quantize_dynamic", args.model, args.output, {}, None)
+        artifact = transform_command("quantize_dynamic", args.model, args.output, {"target": args.target}, None)
     else:
         if args.calibration is None:
             raise RecipeError("quantize: static INT8 needs --calibration DATA.npz or an image folder (or --dynamic)")
         options = {"method": args.method, "percentile": args.percentile, "target": args.target, "samples": args.samples}
         artifact = transform_command("quantize_int8", args.model, args.output, options, None, args.calibration)
-    return _report_transform(artifact, args.output)
+    return _report_transform(artifact, args.output, auto_target=args.target == Target.AUTO)
 
 
-def _report_transform(artifact, output: Path) -> int:
+def _report_transform(artifact, output: Path, auto_target: bool = False) -> int:
     worst = artifact.verification.worst()
     before = artifact.facts["before"]
+    built_for = f"built for {artifact.target}{' (auto: this host)' if auto_target else ''}; " if artifact.target else ""
     print(
-        f"{output}: {before['node_count']} → {artifact.facts['node_count']} nodes, "
+        f"{output}: {built_for}{before['node_count']} → {artifact.facts['node_count']} nodes, "
         f"{before['size_bytes'] / 1e6:.2f} → {artifact.facts['size_bytes'] / 1e6:.2f} MB; "
         f"verified against the input: max abs {worst.max_abs:.2g}, min cosine {worst.cosine_min:.6f}"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.core.targets import Target
 from edgeopt.data import Split
 
 
@@ -23,6 +24,8 @@ class StageContext:
     modules: ONNX node name → the PyTorch module it came from, where the export said.
     evaluation_on: which split evaluation is, for the record.
     cache_dir: where stages keep caches across runs (TensorRT timing caches); None keeps none.
+    target: the run's target, for stages whose output depends on the machine it runs on
+    (INT8); a stage's own `target` option overrides it, and `auto` is this host.
     """
 
     out_dir: Path
@@ -33,6 +36,7 @@ class StageContext:
     modules: dict[str, str] = dataclasses.field(default_factory=dict)
     evaluation_on: str = "test"
     cache_dir: Path | None = None
+    target: Target = Target.AUTO
 
 
 def probe_fingerprint(probe: dict[str, np.ndarray]) -> str:

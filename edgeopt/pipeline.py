@@ -17,7 +17,6 @@ from pathlib import Path
 from bench.accuracy import predict, score
 from bench.isolated import SERVER_MIN_MS, Job, ServerSettings, run_isolated
 from bench.latency import LatencySettings
-from bench.machine import fingerprint
 from bench.report.html import render_html
 from bench.report.markdown import render
 from bench.results import Row, results_document, write_atomic, write_results
@@ -26,6 +25,8 @@ from edgeopt import huggingface
 from edgeopt import log as progress_log
 from edgeopt.artifact import Artifact, TensorSpec
 from edgeopt.context import StageContext, probe_fingerprint
+from edgeopt.core.machine import fingerprint
+from edgeopt.core.targets import Target, host_target, resolve
 from edgeopt.data import Dataset, Split, load_npz
 from edgeopt.errors import RecipeError, VerificationError
 from edgeopt.image_folder import load_image_folder
@@ -57,10 +58,12 @@ class RunResult:
     document: dict
 
 
-def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunResult:
-    """Build every variant of the recipe, benchmark each on its runtimes, write the report."""
+def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False, target: Target | None = None) -> RunResult:
+    """Build every variant of the recipe, benchmark each on its runtimes, write the report.
+    `target` overrides the recipe's."""
     started = time.perf_counter()
     recipe = loaded.recipe
+    run_target = resolve(target or recipe.target)
     store = Store(output_dir)
     inputs = _input_specs(loaded)
     dataset = _dataset(loaded, inputs)
@@ -74,6 +77,7 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     evaluation, evaluation_on = (dataset.validation, "validation") if dataset.validation else (dataset.test, "test")
     calibration_sha256 = probe_fingerprint(calibration.inputs) + probe_fingerprint(evaluation.inputs)
     root = _source(loaded, store, inputs, dataset, probe_feeds, probe_sha256, verbose, total)
+    _say_target(target or recipe.target, run_target)
     artifacts: dict[str, Artifact] = {"model": root}
     unbuilt: dict[str, str] = {}  # variant → why it was not built on this machine
     benchmarked = recipe.bench.batch_sizes
@@ -91,11 +95,21 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
         options = loaded.options[name]
         if stage.complete_options is not None:
             options = stage.complete_options(options, parent, benchmarked, every_batch)
+        if "target" in type(options).model_fields:  # the resolved target is part of the key
+            options = options.model_copy(update={"target": resolve(options.target, run_target)})
         samples = probe_sha256 + (calibration_sha256 if stage.calibrated else "")
         key = stage_key(parent.sha256, variant.stage, stage.version, options.model_dump(mode="json"), samples)
         modules = parent.facts.get("modules", {})
         context = StageContext(
-            store.root, probe_feeds, verbose, calibration, evaluation, modules, evaluation_on, cache_dir=store.root
+            store.root,
+            probe_feeds,
+            verbose,
+            calibration,
+            evaluation,
+            modules,
+            evaluation_on,
+            cache_dir=store.root,
+            target=run_target,
         )
         make = functools.partial(_run_stage, stage, parent, options, context)
         artifact = _build_or_reuse(store, key, make, step, name, stage.stale)
@@ -124,6 +138,13 @@ def run(loaded: LoadedRecipe, output_dir: Path, verbose: bool = False) -> RunRes
     write_atomic(output_dir / "report.md", render(document))
     write_atomic(output_dir / "report.html", render_html(document))
     return RunResult(output_dir, document)
+
+
+def _say_target(asked: Target, resolved: Target) -> None:
+    if asked is Target.AUTO:
+        log.info("target: auto → %s (this host: %s)", resolved, host_target()[1])
+    else:
+        log.info("target: %s", resolved)
 
 
 def _input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from edgeopt.core.targets import Target
 from edgeopt.errors import RecipeError
 from edgeopt.huggingface import PRETRAINED, Pooling
 from edgeopt.images import Preprocess
@@ -163,6 +164,11 @@ class Recipe(_Strict):
         None, description="samples that calibrate INT8 (default: the dataset's train split, else its test split)"
     )
     variants: dict[str, Variant] = Field({}, description="artifacts to build, each one stage applied to a parent")
+    target: Target = Field(
+        Target.AUTO,
+        description="the machine the models will run on: x86-avx2, x86-vnni, arm64, tensorrt, or auto (this host); "
+        "decides the INT8 flavour",
+    )
     runtimes: list[str] = Field(["torch-cpu", "ort-cpu"], min_length=1, description="runtime ids to benchmark on")
     bench: BenchSettings = BenchSettings()
     output: Path | None = Field(None, description="run directory (default: runs/<name> in the current folder)")

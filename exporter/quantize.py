@@ -1,12 +1,6 @@
 """The `quantize_int8` (static, QDQ) and `quantize_dynamic` stages, on ONNX Runtime's
-quantization tooling; edgeopt picks the flavour for the target and records why.
-
-- tensorrt: signed INT8 activations and weights, both symmetric (zero zero-point),
-  per-channel weights: what TensorRT 10 and 11 build explicitly quantized networks from.
-- cpu: unsigned activations with signed weights (U8S8). x86 INT8 GEMM kernels are
-  u8×s8; on this project's AVX2 machine s8×s8 ran at a sixth of that speed, below FP32.
-  Without VNNI, weights use 7 bits (reduce_range) so the u8×s8 pairs cannot saturate
-  the 16-bit intermediate sums of AVX2's vpmaddubsw.
+quantization tooling; the target (the machine the model will run on) decides the flavour,
+which is recorded on the artifact with its reason.
 """
 
 from __future__ import annotations
@@ -24,11 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeopt.artifact import Artifact, Precision
 from edgeopt.context import StageContext
-from edgeopt.errors import DataError, ExportError, first_line
+from edgeopt.core.targets import Target, host_target, resolve
+from edgeopt.errors import DataError, ExportError, RecipeError, first_line
 from exporter.onnx_facts import input_facts
 from exporter.onnx_io import load_onnx, save_onnx
 from exporter.transform import finish
 from exporter.verify import Tolerance
+from runtimes.base import SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +36,6 @@ class CalibrationMethod(StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
-
-
-class Target(StrEnum):
-    CPU = "cpu"
-    TENSORRT = "tensorrt"
 
 
 _LOOSE = Tolerance(atol=1.0, rtol=1.0, min_cosine=0.99)
@@ -72,7 +63,11 @@ class QuantizeInt8Options(BaseModel):
 
     method: CalibrationMethod = Field(CalibrationMethod.MINMAX, description="how activation ranges are calibrated")
     percentile: float = Field(99.999, gt=0, le=100, description="with method percentile: the percentile of |x| kept")
-    target: Target = Field(Target.CPU, description="cpu (U8S8, fast on x86) or tensorrt (S8S8 symmetric)")
+    target: Target | None = Field(
+        None,
+        description="the machine the INT8 model runs on: x86-avx2, x86-vnni, arm64, tensorrt, or auto (this host); "
+        "default: the run's target",
+    )
     samples: int = Field(256, ge=1, description="calibration samples, drawn by seed from the calibration split")
     seed: int = Field(0, description="fixes which samples calibrate and in which order")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
@@ -90,6 +85,11 @@ class QuantizeInt8Options(BaseModel):
 class QuantizeDynamicOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    target: Target | None = Field(
+        None,
+        description="the CPU the INT8 model runs on: x86-avx2, x86-vnni, arm64, or auto (this host); "
+        "default: the run's target",
+    )
     per_channel: bool = Field(False, description="one scale per output channel of each weight")
     op_types: list[str] | None = Field(
         None, description="quantize only nodes of these types (default: every type ORT quantizes dynamically)"
@@ -109,30 +109,40 @@ class Flavour:
     reason: str
 
 
-def choose_flavour(target: Target, cpu_flags: list[str]) -> Flavour:
-    """The INT8 flavour for a target, from the CPU's instructions rather than assumptions."""
-    if target is Target.TENSORRT:
-        return Flavour("int8", "int8", True, False, "TensorRT builds explicit quantization from symmetric S8S8 QDQ")
-    vnni = {"avx512_vnni", "avx_vnni"} & set(cpu_flags)
-    if vnni:
-        return Flavour("uint8", "int8", False, False, f"x86 with {sorted(vnni)[0]}: U8S8, full 8-bit weights")
-    if "avx2" in cpu_flags:
-        return Flavour(
-            "uint8", "int8", False, True, "x86 AVX2 without VNNI: U8S8, 7-bit weights so sums cannot saturate"
-        )
-    return Flavour("uint8", "int8", False, False, "no AVX2 seen: U8S8, ONNX Runtime's default")
+# What each target's INT8 kernels want. x86's INT8 GEMM is u8×s8 (s8×s8 ran at a sixth of
+# its speed on an AVX2 machine, below FP32). Without VNNI, AVX2's vpmaddubsw adds pairs of
+# u8×s8 products into 16 bits, which full-range weights can saturate (255·127·2 > 32767):
+# 7-bit weights cannot. VNNI's vpdpbusd and arm64's SDOT/SMMLA accumulate in 32 bits.
+FLAVOURS = {
+    Target.X86_AVX2: Flavour(
+        "uint8", "int8", False, True, "x86 without VNNI: U8S8 with 7-bit weights, so AVX2's 16-bit sums cannot saturate"
+    ),
+    Target.X86_VNNI: Flavour("uint8", "int8", False, False, "x86 with VNNI: U8S8 with full 8-bit weights"),
+    Target.ARM64: Flavour(
+        "int8", "int8", False, False, "arm64: S8S8 with full 8-bit weights (MLAS's SDOT and SMMLA kernels)"
+    ),
+    Target.TENSORRT: Flavour(
+        "int8", "int8", True, False, "TensorRT builds explicit quantization from symmetric S8S8 QDQ"
+    ),
+}
+
+
+def choose_flavour(target: Target) -> Flavour:
+    """The INT8 flavour for a resolved target (never `auto`)."""
+    return FLAVOURS[target]
 
 
 def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: StageContext) -> Artifact:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from bench.machine import cpu_model_and_flags
     from exporter.calibration import SplitReader, compute_ranges
 
     if context.calibration is None:
         raise DataError("quantize_int8 needs calibration samples (a dataset with real inputs)")
-    flavour = choose_flavour(options.target, cpu_model_and_flags()[1])
+    target = resolve(options.target, context.target)
+    options = options.model_copy(update={"target": target})
+    flavour = choose_flavour(target)
     reader = SplitReader(context.calibration, artifact.io.inputs, options.samples, options.seed)
     quant_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {
@@ -142,7 +152,8 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
     }[options.method]
     extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True, **_UNTYPED_AS_FLOAT}
 
-    simulate = options.target is Target.TENSORRT
+    # another machine's kernels: verified by the QDQ's exact semantics, not this CPU's kernels
+    simulate = target is not host_target()[0]
 
     def run(prepared: Path, output: Path) -> None:
         cache = output.with_name("ranges.json")
@@ -165,11 +176,10 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
 
     facts = {
         "flavour": dataclasses.asdict(flavour),
-        "target": str(options.target),
         "method": str(options.method),
         "calibration_samples": reader.samples,
     }
-    if simulate:
+    if target is Target.TENSORRT:
         facts["not_for"] = {
             "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
         }
@@ -177,7 +187,6 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         facts["not_for"] = {
             "ort-trt": "U8 activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
         }
-    # this CPU's INT8 kernels are not TensorRT's: check the TensorRT flavour by its QDQ semantics
     return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
 
 
@@ -186,11 +195,18 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
+    target = resolve(options.target, context.target)
+    if target is Target.TENSORRT:
+        raise RecipeError("quantize_dynamic: TensorRT runs no dynamic INT8; use quantize_int8 with target: tensorrt")
+    options = options.model_copy(update={"target": target})
+    flavour = choose_flavour(target)
+    simulate = target is not host_target()[0]
+
     def run(prepared: Path, output: Path) -> None:
         def quantize(excluded: list[str]) -> None:
             ort_quantize_dynamic(
                 str(prepared), str(output), per_channel=options.per_channel, weight_type=QuantType.QInt8,
-                op_types_to_quantize=options.op_types, nodes_to_exclude=excluded, extra_options=_UNTYPED_AS_FLOAT,
+                reduce_range=flavour.reduce_range, op_types_to_quantize=options.op_types, nodes_to_exclude=excluded, extra_options=_UNTYPED_AS_FLOAT,
             )  # fmt: skip
 
         quantize([])
@@ -198,10 +214,10 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
             if context.evaluation is None:
                 raise DataError("quantize_dynamic with a budget needs evaluation samples (a dataset with real inputs)")
             probe = {spec.name: context.evaluation.inputs[spec.name][:16] for spec in artifact.io.inputs}
-            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, probe, False)
+            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, probe, simulate)
 
-    facts: dict = {"per_channel": options.per_channel}
-    return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, facts)
+    facts: dict = {"per_channel": options.per_channel, "flavour": dataclasses.asdict(flavour)}
+    return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, facts, simulate)
 
 
 def _quantized(
@@ -245,6 +261,7 @@ def _quantized(
         before=before,
         facts=facts,
         simulate=simulate,
+        target=str(options.target),
     )
 
 
@@ -278,13 +295,16 @@ def _fit_budget(
     is within budget. Returns what was kept, the metric at each step, and the latency
     cost of keeping them (batch 1, this CPU)."""
     from exporter.sensitivity import rank_nodes
+    from exporter.verify import simulated_options
 
     evaluation = context.evaluation
     if evaluation is None or (budget.metric is Metric.TOP1 and evaluation.labels is None):
         raise DataError(f"an accuracy budget on {budget.metric} needs labelled evaluation samples")
-    float_outputs = _predict(prepared, evaluation, optimize=True)
+    # another target's INT8 is judged by its exact arithmetic, not by this CPU's kernels
+    int8_options = simulated_options(output) if simulate else SessionOptions()
+    float_outputs = _predict(prepared, evaluation, SessionOptions())
     baseline = _metric(budget.metric, float_outputs, evaluation, float_outputs)
-    measured = _metric(budget.metric, _predict(output, evaluation, optimize=not simulate), evaluation, float_outputs)
+    measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
     steps = [{"kept_float": 0, "metric": measured}]
     kept: list[dict] = []
     all_int8_latency = None if simulate else _latency_ms(output, evaluation)
@@ -292,9 +312,7 @@ def _fit_budget(
         for name, op_type, error in rank_nodes(prepared, output, feeds, output.parent):
             kept.append({"node": name, "op_type": op_type, "local_error": error, "module": context.modules.get(name)})
             quantize([k["node"] for k in kept])
-            measured = _metric(
-                budget.metric, _predict(output, evaluation, optimize=not simulate), evaluation, float_outputs
-            )
+            measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
             steps.append({"kept_float": len(kept), "metric": measured})
             if baseline - measured <= budget.max_drop:
                 break
@@ -312,13 +330,12 @@ def _fit_budget(
     }
 
 
-def _predict(path: Path, split, optimize: bool):
-    """The first output over a whole split (unoptimized: QDQ evaluated in float)."""
+def _predict(path: Path, split, options: SessionOptions):
+    """The first output over a whole split."""
     from bench.accuracy import predict
-    from runtimes.base import SessionOptions
     from runtimes.ort import open_model
 
-    session = open_model(path, "cpu", SessionOptions(optimize=optimize))
+    session = open_model(path, "cpu", options)
     return next(iter(predict(session, split, batch_size=64).values()))
 
 

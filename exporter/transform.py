@@ -31,11 +31,13 @@ def finish(
     facts: dict,
     full_check: bool = False,
     simulate: bool = False,
+    target: str | None = None,
 ) -> Artifact:
     """Save `model` as the stage's artifact, check it, and verify it against `source`.
 
     full_check: strict shape inference too (types must agree everywhere).
-    simulate: verify by QDQ semantics (see exporter.verify.verify_against)."""
+    simulate: verify by the INT8's exact arithmetic (see exporter.verify.verify_against).
+    target: the machine the result was built for, where that shaped it."""
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
     try:
@@ -51,6 +53,7 @@ def finish(
         parent=source.sha256,
         io=graph_io(model),
         facts={**model_facts(model, path), **facts, "before": before, "modules": source.facts.get("modules", {})},
+        target=target,
     )
     verification = verify_against(source, result, context.probe, options.tolerance, context.verbose, simulate)
     return dataclasses.replace(result, verification=verification)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.accuracy import row_cosine
 from edgeopt.artifact import Artifact, Format, OutputCheck, Verification
+from runtimes.base import SessionOptions
 
 
 class Tolerance(BaseModel):
@@ -71,6 +75,19 @@ def describe_failures(verification: Verification) -> str:
     return "; ".join(parts)
 
 
+def simulated_options(path: Path) -> SessionOptions:
+    """Run an INT8 model in its exact arithmetic rather than with this CPU's kernels, for
+    artifacts built for another machine: QDQ pairs evaluated in float (no fusions), and
+    integer ops (dynamic INT8) with ONNX Runtime's x64 precision mode, which moves s8
+    weights to u8 so AVX2's 16-bit sums cannot saturate."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if any(node.op_type == "QuantizeLinear" for node in graph.node):
+        return SessionOptions(optimize=False)
+    return SessionOptions(exact_int8=True)
+
+
 def verify_against(
     reference: Artifact,
     candidate: Artifact,
@@ -84,20 +101,20 @@ def verify_against(
     CPU, engines on TensorRT.
 
     Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
-    inputs gets FP16 feeds). `simulate` runs the candidate unoptimized: the QDQ semantics,
-    for artifacts meant for another runtime's INT8 kernels (TensorRT); `simulate_reference`
-    does the same for the reference.
+    inputs gets FP16 feeds). `simulate` runs the candidate in its exact INT8 arithmetic
+    (`simulated_options`), for artifacts built for another machine's kernels;
+    `simulate_reference` does the same for the reference.
     """
     from runtimes import load
-    from runtimes.base import SessionOptions
 
     runtimes = {Format.TORCH: "torch-cpu", Format.ONNX: "ort-cpu", Format.TRT_ENGINE: "trt"}
     outputs = []
-    for artifact, optimize in ((reference, not simulate_reference), (candidate, not simulate)):
-        with load(runtimes[artifact.format], artifact, SessionOptions(verbose=verbose, optimize=optimize)) as session:
+    for artifact, simulated in ((reference, simulate_reference), (candidate, simulate)):
+        options = simulated_options(artifact.path) if simulated else SessionOptions()
+        with load(runtimes[artifact.format], artifact, dataclasses.replace(options, verbose=verbose)) as session:
             feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
             outputs.append(session.run(feeds))
     expected, actual = outputs
-    simulated = " (QDQ simulated)" if simulate or simulate_reference else ""
+    simulated = " (INT8 simulated)" if simulate or simulate_reference else ""
     name = f"{reference.stage} {reference.sha256[:12]}{simulated}"
     return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)

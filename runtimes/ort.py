@@ -104,6 +104,8 @@ def open_model(source: Path | bytes, device: str = "cpu", options: SessionOption
     )
     session_options.graph_optimization_level = level
     session_options.log_severity_level = 1 if options.verbose else 3
+    if options.exact_int8:
+        session_options.add_session_config_entry("session.x64quantprecision", "1")
     if options.threads is not None:
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1

@@ -49,13 +49,14 @@ def render(document: dict) -> str:
         "",
         "## Artifacts",
         "",
-        "| variant | stage | format | precision | size | nodes | verification | sha256 |",
-        "| --- | --- | --- | --- | ---: | ---: | --- | --- |",
+        "| variant | stage | format | precision | built for | size | nodes | verification | sha256 |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- |",
     ]
     for name, artifact in document["artifacts"].items():
         facts = artifact["facts"]
         lines.append(
             f"| {name} | {artifact['stage']} | {artifact['format']} | {artifact['precision']} | "
+            f"{artifact.get('target') or '—'} | "
             f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
             f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
         )
@@ -284,13 +285,7 @@ def int8_notes(document: dict) -> list[str]:
         budget = artifact["facts"].get("budget")
         if budget:
             notes.append(budget_note(name, budget))
-        flavour = artifact["facts"].get("flavour")
-        if flavour:
-            notes.append(
-                f"{name}: {artifact['facts']['method']} calibration on {artifact['facts']['calibration_samples']} "
-                f"samples, for {artifact['facts']['target']}: {flavour['activations']} activations, "
-                f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
-            )
+        notes += target_notes(name, artifact, document)
         pairs = [
             (key, p50[key], p50[(parent, *key[1:])]) for key in p50 if key[0] == name and (parent, *key[1:]) in p50
         ]
@@ -315,6 +310,33 @@ def int8_notes(document: dict) -> list[str]:
         )
         notes.append(
             f"**{name} is not faster than its float parent {parent}** ({cases}). Likely: {'; '.join(reasons) or 'operators left in float'}."
+        )
+    return notes
+
+
+def target_notes(name: str, artifact: dict, document: dict) -> list[str]:
+    """The INT8 flavour an artifact was built with, for which target, and a warning where
+    it was measured on a CPU of another target, whose kernels are not the target's."""
+    facts, target = artifact["facts"], artifact.get("target")
+    flavour = facts.get("flavour")
+    if not flavour or not target:
+        return []
+    calibration = (
+        f"{facts['method']} calibration on {facts['calibration_samples']} samples, "
+        if "method" in facts
+        else "activations quantized per call, "
+    )
+    notes = [
+        f"{name}: {calibration}built for {target}: {flavour['activations']} activations, "
+        f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
+    ]
+    host = document["machine"].get("target")
+    measured = sorted({r["runtime"] for r in document["rows"] if r["variant"] == name and r["runtime"].endswith("cpu")})
+    if host and target != host and measured:
+        notes.append(
+            f"**{name} was built for {target} but measured on this {host} machine** ({', '.join(measured)}): "
+            f"its latency and accuracy here come from this CPU's INT8 kernels, not {target}'s; "
+            f"measure it on a {target} machine, or build it for {host} to ship here."
         )
     return notes
 

@@ -25,7 +25,7 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 5
+    assert results["schema_version"] == 6
     assert results["summary"]["machine_steadiness"]["slices"] >= 2 and "the machine itself: " in first.out
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
@@ -51,34 +51,72 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "run", str(recipe), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
+    # the CPU rows: a machine with a GPU or more CPU runtimes adds rows of its own
+    cpu_rows = [r for r in results["rows"] if r["runtime"] in ("torch-cpu", "ort-cpu")]
+    rows = {(r["variant"], r["runtime"], r["batch"]) for r in cpu_rows}
     variants = ("onnx", "simplified", "fp16", "int8", "int8-budget")
     expected = {("model", "torch-cpu")} | {(v, "ort-cpu") for v in variants}
     assert rows == {(variant, runtime, batch) for variant, runtime in expected for batch in (1, 32)}
-    assert all(r["accuracy"]["top1"] >= 0.95 for r in results["rows"])
+    assert all(r["accuracy"]["top1"] >= 0.95 for r in cpu_rows)
     assert all(r["latency"]["p50_ms"] <= r["latency"]["p90_ms"] <= r["latency"]["p99_ms"] for r in results["rows"])
     assert all(results["artifacts"][v]["verification"]["passed"] for v in ("onnx", "simplified", "fp16"))
     fp16 = results["artifacts"]["fp16"]
     assert fp16["precision"] == "fp16" and fp16["verification"]["outputs"][0]["cosine_min"] >= 0.999
     simplified = results["artifacts"]["simplified"]["facts"]
     assert simplified["node_count"] <= simplified["before"]["node_count"]
-    assert "## Graphs" in (out / "report.md").read_text()
-    top1 = {r["variant"]: r["accuracy"]["top1"] for r in results["rows"]}
+    report = (out / "report.md").read_text()
+    assert "## Graphs" in report
+    top1 = {r["variant"]: r["accuracy"]["top1"] for r in cpu_rows}
     assert top1["simplified"] - top1["int8"] <= 0.005
+    # INT8 for this host (the recipe's target is auto), and the budget's fallback at work
+    host = results["machine"]["target"]
+    assert results["artifacts"]["int8"]["target"] == host and results["artifacts"]["int8-trt"]["target"] == "tensorrt"
     budget = results["artifacts"]["int8-budget"]["facts"]["budget"]
-    assert budget["met"] and budget["kept_float"] and budget["int8"] >= 0.9999
-    assert "int8-budget: budget cosine drop ≤ 0.00010 met" in (out / "report.md").read_text()
+    assert budget["float"] - budget["steps"][0]["metric"] > budget["max_drop"], "all-INT8 already meets the budget"
+    assert budget["met"] and budget["kept_float"] and budget["float"] - budget["int8"] <= budget["max_drop"]
+    assert f"int8-budget: budget cosine drop ≤ {budget['max_drop']:.5f} met" in report
+    assert f"int8: minmax calibration on 256 samples, built for {host}" in report
     sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
     assert sizes["int8"] <= sizes["simplified"] / 3
-    # a pick per thread count and scenario, each within the budget and not the eager model
-    picks = results["recommendations"]
+    # a pick per CPU thread count and scenario, each within the budget
+    picks = [p for p in results["recommendations"] if p["device"] == "CPU"]
     assert {(p["threads"], p["scenario"]) for p in picks} == {
         (t, s) for t in (1, 2) for s in ("single-stream", "offline")
     }
-    assert all(p["runtime"] == "ort-cpu" and abs(p["accuracy_change"]) <= 0.01 for p in picks)
-    assert "## Recommendation" in (out / "report.md").read_text()
+    assert all(abs(p["accuracy_change"]) <= 0.01 for p in picks)
+    assert "## Recommendation" in report
     # every row timed in the default 20 interleaved rounds, in a process that loaded only its artifact
     assert all(len(r["round_p50_ms"]) == 20 and r["peak_rss_mb"] > r["baseline_rss_mb"] > 0 for r in results["rows"])
+    assert "bar" not in capsys.readouterr().out
+
+
+def test_cli_run_target_builds_int8_for_it_under_its_own_key(mlp_recipe, tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    mlp_recipe.write_text(
+        mlp_recipe.read_text().replace("runtimes:", "  int8: {stage: quantize_int8, from: onnx}\nruntimes:")
+    )
+    out = tmp_path / "out"
+    built = {}
+    for target in ("x86-avx2", "x86-vnni"):
+        assert main(["run", str(mlp_recipe), "--output", str(out), "--target", target]) == 0
+        results = json.loads((out / "results.json").read_text())
+        int8 = results["artifacts"]["int8"]
+        assert int8["target"] == target and int8["options"]["target"] == target
+        model = onnx.load(str(out / int8["facts"]["cache_key"][:12] / "model.onnx"))
+        weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        built[target] = (int8["sha256"], max(int(abs(w.astype(int)).max()) for w in weights))
+        report = (out / "report.md").read_text()
+        assert f"| int8 | quantize_int8 | onnx | int8-qdq | {target} |" in report
+        if target != results["machine"]["target"]:
+            assert (
+                f"**int8 was built for {target} but measured on this {results['machine']['target']} machine**" in report
+            )
+    assert built["x86-avx2"][1] == 64 and built["x86-vnni"][1] == 127  # 7-bit weights without VNNI
+    assert built["x86-avx2"][0] != built["x86-vnni"][0]
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 4  # model, onnx, and one int8 per target
+    assert "target: x86-vnni" in capsys.readouterr().err
 
 
 def test_cli_run_interrupted_then_resumed_reuses_the_finished_stage(mlp_recipe, tmp_path, capsys, monkeypatch):
@@ -214,7 +252,9 @@ def test_cli_quantize_writes_a_calibrated_int8_model(digits_onnx, factory_dir, c
     assert main(["quantize", source, "--calibration", "digits.npz", "-o", "q.onnx", "--method", "percentile"]) == 0
     assert main(["quantize", source, "--calibration", "digits.npz", "-o", "t.onnx", "--target", "tensorrt"]) == 0
     assert main(["quantize", source, "--dynamic", "-o", "d.onnx"]) == 0
-    assert capsys.readouterr().out.count("verified against the input") == 3
+    out = capsys.readouterr().out
+    assert out.count("verified against the input") == 3 and "t.onnx: built for tensorrt;" in out
+    assert "q.onnx: built for x86-" in out and "(auto: this host)" in out
     import onnx
 
     ops = {n.op_type for n in onnx.load("q.onnx").graph.node}

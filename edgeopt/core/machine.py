@@ -12,41 +12,13 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 
 import psutil
 
-# The instruction sets that decide INT8 and FP16 speed on x86 CPUs.
-CPU_FLAGS = (
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_int8",
-    "amx_bf16",
-)
+from edgeopt.core.cpu import cpu_model_and_flags
+from edgeopt.core.targets import host_target
+
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "pycuda")
-
-
-def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, list[str]]:
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
-    model = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name":
-            model = value.strip()
-        elif key in ("flags", "Features"):
-            flags = set(value.split())
-    return model, [f for f in CPU_FLAGS if f in flags]
 
 
 def library_versions() -> dict[str, str | None]:
@@ -79,9 +51,13 @@ def gpus() -> list[str]:
 
 def fingerprint() -> dict:
     model, flags = cpu_model_and_flags()
+    target, why = host_target(platform.machine(), flags)
     return {
         "cpu": model,
         "cpu_flags": flags,
+        "arch": platform.machine(),
+        "target": str(target),
+        "target_reason": why,
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -1,4 +1,5 @@
-from bench.machine import cpu_model_and_flags, fingerprint
+from edgeopt.core.cpu import cpu_model_and_flags
+from edgeopt.core.machine import fingerprint
 
 CPUINFO = """\
 processor\t: 0
