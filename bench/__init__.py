@@ -1,1 +1,1 @@
-"""Measurement: latency harness, accuracy, machine fingerprint, results and reports."""
+"""Measurement: latency harness, accuracy, verification against a reference, results and reports."""

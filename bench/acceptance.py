@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.compare import load_run
 from bench.steadiness import STEADY_VARIATION
-from edgeopt.errors import DataError
+from edgeopt.core.errors import DataError
 
 OVERHEAD_BAR = 1.02
 TWICE_BAR = 0.03

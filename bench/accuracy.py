@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeopt.data import Split
+from edgeopt.core.data import Split
+from edgeopt.core.numeric import row_cosine
 from runtimes.base import Session
 
 
@@ -80,14 +81,3 @@ def retrieval_overlap(expected: np.ndarray, actual: np.ndarray, queries: int, k:
     count = min(k, len(expected) - queries)
     hits = [len(set(a[:count]) & set(b[:count])) for a, b in zip(top_k(expected), top_k(actual), strict=True)]
     return float(np.mean(hits) / count)
-
-
-def row_cosine(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Cosine similarity per sample (first axis; the rest flattened, in float64).
-    Two all-zero rows count as identical, one all-zero row against another as 0."""
-    a = np.asarray(expected, np.float64).reshape(len(expected), -1)
-    b = np.asarray(actual, np.float64).reshape(len(actual), -1)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    zero = norms == 0
-    identical = np.abs(a - b).max(axis=1, initial=0.0) == 0
-    return np.where(zero, np.where(identical, 1.0, 0.0), (a * b).sum(axis=1) / np.where(zero, 1.0, norms))

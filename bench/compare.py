@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.results import SCHEMA_VERSION
-from edgeopt.errors import DataError
+from edgeopt.core.errors import DataError
 
 READABLE = (3, 4, SCHEMA_VERSION)  # 4 and 5 only add fields: GPU device latency, unbuilt variants, steadiness
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.latency import LatencySettings, LatencyStats, even_odd_spread
 from bench.steadiness import Steadiness
-from edgeopt.errors import DataError
+from edgeopt.core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from bench.accuracy import Accuracy
 from bench.latency import LatencyStats
 from bench.recommend import recommend
 from bench.steadiness import Steadiness
-from edgeopt.errors import output_error
+from edgeopt.core.errors import output_error
 
 # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations;
 # 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;

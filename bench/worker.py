@@ -37,7 +37,7 @@ def main() -> int:
         try:
             answer = HANDLERS[verb](state, request)
         except Exception as err:  # reported to the parent, which raises it as its own kind
-            from edgeopt.errors import EdgeoptError, first_line
+            from edgeopt.core.errors import EdgeoptError, first_line
 
             answer = {"error": first_line(err), "bad_input": isinstance(err, EdgeoptError)}
         _quiesce()
@@ -56,7 +56,7 @@ def _load(state: dict, request: dict) -> dict:
     import psutil
 
     from bench.latency import LatencySettings
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
     from runtimes import load
     from runtimes.base import SessionOptions
 

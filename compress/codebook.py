@@ -13,9 +13,10 @@ import dataclasses
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from exporter.verify import Tolerance, verify_against
+from bench.verify import verify_against
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.context import StageContext
+from edgeopt.core.numeric import Tolerance
 
 
 class PackCodebookOptions(BaseModel):
@@ -34,36 +35,11 @@ def pack_codebook(artifact: Artifact, options: PackCodebookOptions, context: Sta
     """Replace each qualifying initializer by codebook + uint8 indices (tied weights are one
     initializer already: the exporters store equal tensors once)."""
     import onnx
-    from onnx import helper, numpy_helper
 
-    from exporter.onnx_facts import graph_io, model_facts
-    from exporter.onnx_io import load_onnx, save_onnx
+    from edgeopt.core.onnx_model import graph_io, load_onnx, model_facts, save_onnx
 
     model = load_onnx(artifact.path)
-    graph = model.graph
-    kept, decoders = [], []
-    packed = dense_bytes = packed_bytes = 0
-    for initializer in graph.initializer:
-        array = numpy_helper.to_array(initializer)
-        values = np.unique(array) if array.dtype == np.float32 and array.size >= options.min_elements else None
-        if values is None or len(values) > options.max_values:
-            kept.append(initializer)
-            continue
-        indices = np.searchsorted(values, array).astype(np.uint8)
-        packed += 1
-        dense_bytes += array.nbytes
-        packed_bytes += values.nbytes + indices.nbytes
-        codebook, index, wide = (f"{initializer.name}__{part}" for part in ("codebook", "indices", "int32"))
-        kept += [numpy_helper.from_array(values, codebook), numpy_helper.from_array(indices, index)]
-        decoders += [
-            helper.make_node("Cast", [index], [wide], to=onnx.TensorProto.INT32),
-            helper.make_node("Gather", [codebook, wide], [initializer.name], axis=0),
-        ]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    nodes = [*decoders, *graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    packed, dense_bytes, packed_bytes = _pack(model.graph, options)
     onnx.checker.check_model(model)
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
@@ -88,7 +64,40 @@ def pack_codebook(artifact: Artifact, options: PackCodebookOptions, context: Sta
         options=options.model_dump(mode="json"),
         parent=artifact.sha256,
         io=graph_io(model),
+        modules=artifact.modules,
         facts=facts,
     )
     verification = verify_against(artifact, packed_artifact, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(packed_artifact, verification=verification)
+
+
+def _pack(graph, options: PackCodebookOptions) -> tuple[int, int, int]:
+    """Rewrite the graph's few-valued initializers in place; returns how many were packed
+    and their dense and packed bytes."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    kept, decoders = [], []
+    packed = dense_bytes = packed_bytes = 0
+    for initializer in graph.initializer:
+        array = numpy_helper.to_array(initializer)
+        values = np.unique(array) if array.dtype == np.float32 and array.size >= options.min_elements else None
+        if values is None or len(values) > options.max_values:
+            kept.append(initializer)
+            continue
+        indices = np.searchsorted(values, array).astype(np.uint8)
+        packed += 1
+        dense_bytes += array.nbytes
+        packed_bytes += values.nbytes + indices.nbytes
+        codebook, index, wide = (f"{initializer.name}__{part}" for part in ("codebook", "indices", "int32"))
+        kept += [numpy_helper.from_array(values, codebook), numpy_helper.from_array(indices, index)]
+        decoders += [
+            helper.make_node("Cast", [index], [wide], to=onnx.TensorProto.INT32),
+            helper.make_node("Gather", [codebook, wide], [initializer.name], axis=0),
+        ]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [*decoders, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return packed, dense_bytes, packed_bytes

@@ -8,22 +8,17 @@ torch artifact (the teacher) → torch artifact (the student, rebuilt by its own
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from compress.artifact import input_names, parameter_count, save_compressed
-from compress.train import Training, fit, outputs, require_labels, top1
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from edgeopt.errors import ModelLoadError
-from edgeopt.factory import resolve_factory
-from runtimes.torch_eager import build_module
+from compress.train import Training, fit, input_names, outputs, parameter_count, require_labels, top1
+from edgeopt.core.artifact import Artifact, TorchSource
+from edgeopt.core.context import StageContext
+from edgeopt.core.torch_artifact import instantiate, load_module, save_derived
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 
 class DistillOptions(BaseModel):
@@ -51,14 +46,13 @@ def distill(artifact: Artifact, options: DistillOptions, context: StageContext) 
     import torch
     from torch import nn
 
-    train = require_labels(context.calibration, "distill")
+    train = require_labels(context.training, "distill")
     validation = require_labels(context.evaluation, "distill")
     names = input_names(artifact)
-    teacher = build_module(artifact)
+    teacher = load_module(artifact)
     teacher_top1 = top1(teacher, validation, names)
     kwargs = {**options.student_kwargs, **({} if options.dropout is None else {"dropout": options.dropout})}
-    factory_dir = artifact.facts.get("factory_dir")
-    base = {"factory": options.student, "kwargs": kwargs, "factory_dir": factory_dir}
+    student_source = TorchSource(options.student, kwargs, artifact.source.search_dir if artifact.source else None)
     with torch.no_grad():
         soft_targets = (outputs(teacher, train, names) / options.temperature).softmax(dim=1)
 
@@ -68,12 +62,14 @@ def distill(artifact: Artifact, options: DistillOptions, context: StageContext) 
         hard = nn.functional.cross_entropy(student_outputs, labels)
         return options.soft_weight * options.temperature**2 * soft + options.hard_weight * hard
 
-    student = _student(base, options.training.seed)
+    torch.manual_seed(options.training.seed)
+    student = instantiate(student_source)
     fitted = fit(student, train, validation, names, options.training, loss=loss)
     baseline = []
     for offset in range(options.baseline_seeds):
         training = options.training.model_copy(update={"seed": options.training.seed + offset})
-        alone = _student(base, training.seed)
+        torch.manual_seed(training.seed)
+        alone = instantiate(student_source)
         baseline.append(fit(alone, train, validation, names, training).validation_top1)
     teacher_parameters, student_parameters = parameter_count(teacher), parameter_count(student)
     compression = {
@@ -93,25 +89,6 @@ def distill(artifact: Artifact, options: DistillOptions, context: StageContext) 
             f"same budget: {', '.join(f'{b:.2%}' for b in baseline)})"
         ),
     }
-    return save_compressed(student, artifact, "distill", options, base, context, compression)
-
-
-def _student(base: dict, seed: int) -> nn.Module:
-
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    factory_dir = base["factory_dir"]
-    factory = resolve_factory(base["factory"], Path(factory_dir) if factory_dir else None)
-    try:
-        module = factory(**base["kwargs"])
-    except TypeError as err:
-        raise ModelLoadError(
-            f"distill: student '{base['factory']}' rejected its kwargs {base['kwargs']}: {err}"
-        ) from err
-    if not isinstance(module, nn.Module):
-        raise ModelLoadError(
-            f"distill: student '{base['factory']}' returned {type(module).__name__}, not a torch.nn.Module"
-        )
-    return module
+    return save_derived(
+        student, artifact, student_source, context, stage="distill", options=options, facts={"compression": compression}
+    )

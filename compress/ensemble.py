@@ -10,28 +10,16 @@ Stacking: a linear meta-model on the members' log-probabilities, fitted on the v
 
 from __future__ import annotations
 
-from enum import StrEnum
+import dataclasses
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.artifact import base_of, build_base, input_names, parameter_count, save_compressed
-from compress.train import Training, fit, outputs, require_labels, top1
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from edgeopt.errors import RecipeError
-
-
-class Mode(StrEnum):
-    PARALLEL = "parallel"
-    CASCADE = "cascade"
-    STACKING = "stacking"
-
-
-class Combine(StrEnum):
-    MEAN = "mean"
-    WEIGHTED = "weighted"
-    VOTE = "vote"
+from compress.combine import Combine, Mode
+from compress.train import Training, fit, input_names, outputs, parameter_count, require_labels, top1
+from edgeopt.core.artifact import Artifact, TorchSource
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import RecipeError
 
 
 class Member(BaseModel):
@@ -74,28 +62,15 @@ class EnsembleOptions(BaseModel):
 
 def ensemble(artifact: Artifact, options: EnsembleOptions, context: StageContext) -> Artifact:
     """Train the members, combine them, and record each member's validation top-1."""
-    import torch
-
     from compress.models import Ensemble
-    from runtimes.torch_eager import build_module
+    from edgeopt.core.torch_artifact import save_derived
 
-    train = require_labels(context.calibration, "ensemble")
+    train = require_labels(context.training, "ensemble")
     validation = require_labels(context.evaluation, "ensemble")
     names = input_names(artifact)
     if len(names) != 1:
         raise RecipeError(f"ensemble: models with one input only, this one takes {', '.join(names)}")
-    factory_dir = artifact.facts.get("factory_dir")
-    bases, modules = [], []
-    for member in options.members:
-        base = {"factory": member.factory, "kwargs": member.kwargs, "factory_dir": factory_dir}
-        torch.manual_seed(member.seed)
-        module = build_base(base)
-        fit(module, train, validation, names, options.training.model_copy(update={"seed": member.seed}))
-        bases.append(base)
-        modules.append(module)
-    if options.with_input:
-        bases.append(base_of(artifact, "ensemble"))
-        modules.append(build_module(artifact))
+    sources, modules = _members(artifact, options, train, validation, names)
     member_top1 = [top1(m, validation, names) for m in modules]
     classes = artifact.io.outputs[0].shape[-1]
     weights = options.weights or (member_top1 if options.combine is Combine.WEIGHTED else [1.0] * len(modules))
@@ -104,7 +79,7 @@ def ensemble(artifact: Artifact, options: EnsembleOptions, context: StageContext
         _fit_meta(combined, validation, names, options.meta_epochs)
     ensemble_top1 = top1(combined, validation, names)
     kwargs = {
-        "members": bases,
+        "members": [dataclasses.asdict(source) for source in sources],
         "mode": str(options.mode),
         "combine": str(options.combine),
         "weights": weights,
@@ -113,7 +88,7 @@ def ensemble(artifact: Artifact, options: EnsembleOptions, context: StageContext
     }
     compression = {
         "method": f"{options.mode} ensemble",
-        "members": [f"{b['factory']} {b['kwargs']}" for b in bases],
+        "members": [f"{source.factory} {source.kwargs}" for source in sources],
         "member_parameters": [parameter_count(m) for m in modules],
         "member_validation_top1": member_top1,
         "validation_top1": ensemble_top1,
@@ -125,15 +100,37 @@ def ensemble(artifact: Artifact, options: EnsembleOptions, context: StageContext
         compression["summary"] += (
             f"; {compression['large_share_validation']:.1%} of validation samples reach the large model"
         )
-    return save_compressed(
+    return save_derived(
         combined,
         artifact,
-        "ensemble",
-        options,
-        {"factory": "compress.models:ensemble_module", "kwargs": kwargs},
+        TorchSource("compress.models:ensemble_module", kwargs),
         context,
-        compression,
+        stage="ensemble",
+        options=options,
+        facts={"compression": compression},
     )
+
+
+def _members(artifact: Artifact, options: EnsembleOptions, train, validation, names) -> tuple[list, list]:
+    """Each member trained from its factory (and the input model, with_input): their
+    sources and modules."""
+    import torch
+
+    from edgeopt.core.torch_artifact import factory_source, instantiate, load_module
+
+    search_dir = artifact.source.search_dir if artifact.source else None
+    sources, modules = [], []
+    for member in options.members:
+        source = TorchSource(member.factory, member.kwargs, search_dir)
+        torch.manual_seed(member.seed)
+        module = instantiate(source)
+        fit(module, train, validation, names, options.training.model_copy(update={"seed": member.seed}))
+        sources.append(source)
+        modules.append(module)
+    if options.with_input:
+        sources.append(factory_source(artifact, "ensemble"))
+        modules.append(load_module(artifact))
+    return sources, modules
 
 
 def _summary(options: EnsembleOptions, member_top1: list[float], ensemble_top1: float) -> str:

@@ -9,8 +9,8 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from compress.artifact import build_base
-from compress.ensemble import Combine, Mode
+from compress.combine import Combine, Mode
+from edgeopt.core.torch_artifact import from_record
 
 
 class Activation(StrEnum):
@@ -123,5 +123,5 @@ class Ensemble(nn.Module):
 def ensemble_module(
     members: list[dict], mode: str, combine: str, weights: list[float], threshold: float, classes: int
 ) -> Ensemble:
-    """The factory of an ensemble artifact: each member from its own factory record."""
-    return Ensemble([build_base(m) for m in members], Mode(mode), Combine(combine), weights, threshold, classes)
+    """The factory of an ensemble artifact: each member from its own source record."""
+    return Ensemble([from_record(m) for m in members], Mode(mode), Combine(combine), weights, threshold, classes)

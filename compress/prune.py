@@ -8,18 +8,18 @@ torch artifact → torch artifact whose factory (`pruned_module`) rebuilds the s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.artifact import base_of, build_base, input_names, parameter_count, save_compressed
-from compress.train import Training, fit, penalised_weights, require_labels, top1
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from edgeopt.errors import RecipeError
-from runtimes.torch_eager import build_module
+from compress.train import Training, fit, input_names, parameter_count, penalised_weights, require_labels, top1
+from edgeopt.core.artifact import Artifact, TorchSource
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import RecipeError
+from edgeopt.core.torch_artifact import factory_source, from_record, load_module, save_derived
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ def pruned_module(base: dict, layers: dict | None = None, dropped: list[str] | N
     import torch
     from torch import nn
 
-    module = build_base(base)
+    module = from_record(base)
     for name, layer in (layers or {}).items():
         target = module.get_submodule(name)
         for attribute, value in layer["attributes"].items():
@@ -103,10 +103,10 @@ def prune_channels(artifact: Artifact, options: PruneChannelsOptions, context: S
     import torch
     import torch_pruning
 
-    train = require_labels(context.calibration, "prune_channels")
+    train = require_labels(context.training, "prune_channels")
     validation = require_labels(context.evaluation, "prune_channels")
     names = input_names(artifact)
-    module = copy.deepcopy(build_module(artifact))
+    module = copy.deepcopy(load_module(artifact))
     before_parameters, before_top1 = parameter_count(module), top1(module, validation, names)
     shapes_before = tensor_shapes(module)
     example = tuple(torch.from_numpy(context.probe[name][:1]) for name in names)
@@ -129,7 +129,6 @@ def prune_channels(artifact: Artifact, options: PruneChannelsOptions, context: S
     cut_top1 = top1(module, validation, names)
     fitted = fit(module, train, validation, names, options.fine_tune)
     layers = resized_layers(module, shapes_before)
-    base = base_of(artifact, "prune_channels")
     channels = {
         name: layer["attributes"]["out_channels"]
         for name, layer in layers.items()
@@ -151,8 +150,9 @@ def prune_channels(artifact: Artifact, options: PruneChannelsOptions, context: S
             f"{fitted.epochs_run} fine-tuning epochs"
         ),
     }
-    return save_compressed(
-        module, artifact, "prune_channels", options, structural_base(base, layers, []), context, compression
+    source = structural_source(factory_source(artifact, "prune_channels"), layers, [])
+    return save_derived(
+        module, artifact, source, context, stage="prune_channels", options=options, facts={"compression": compression}
     )
 
 
@@ -160,10 +160,10 @@ def prune_magnitude(artifact: Artifact, options: PruneMagnitudeOptions, context:
     """Zero the smallest weights (the structure stays), then fine-tune with the zeros held."""
     import torch
 
-    train = require_labels(context.calibration, "prune_magnitude")
+    train = require_labels(context.training, "prune_magnitude")
     validation = require_labels(context.evaluation, "prune_magnitude")
     names = input_names(artifact)
-    module = copy.deepcopy(build_module(artifact))
+    module = copy.deepcopy(load_module(artifact))
     before_top1 = top1(module, validation, names)
     weights = penalised_weights(module)
     masks = _magnitude_masks(weights, options.sparsity, options.scope)
@@ -192,8 +192,9 @@ def prune_magnitude(artifact: Artifact, options: PruneMagnitudeOptions, context:
             f"after {fitted.epochs_run} fine-tuning epochs"
         ),
     }
-    return save_compressed(
-        module, artifact, "prune_magnitude", options, base_of(artifact, "prune_magnitude"), context, compression
+    source = factory_source(artifact, "prune_magnitude")
+    return save_derived(
+        module, artifact, source, context, stage="prune_magnitude", options=options, facts={"compression": compression}
     )
 
 
@@ -201,10 +202,10 @@ def prune_layers(artifact: Artifact, options: PruneLayersOptions, context: Stage
     """Drop, one at a time, the layer whose removal costs the least validation top-1; then fine-tune."""
     from torch import nn
 
-    train = require_labels(context.calibration, "prune_layers")
+    train = require_labels(context.training, "prune_layers")
     validation = require_labels(context.evaluation, "prune_layers")
     names = input_names(artifact)
-    module = copy.deepcopy(build_module(artifact))
+    module = copy.deepcopy(load_module(artifact))
     before_parameters, before_top1 = parameter_count(module), top1(module, validation, names)
     candidates = options.candidates or _shape_preserving(module, context, names)
     unknown = [name for name in candidates if not _has(module, name)]
@@ -228,7 +229,6 @@ def prune_layers(artifact: Artifact, options: PruneLayersOptions, context: Stage
         dropped.append(chosen)
     cut_top1 = top1(module, validation, names)
     fitted = fit(module, train, validation, names, options.fine_tune)
-    base = base_of(artifact, "prune_layers")
     compression = {
         "method": "layer pruning",
         "dropped": dropped,
@@ -242,22 +242,22 @@ def prune_layers(artifact: Artifact, options: PruneLayersOptions, context: Stage
             f"validation top-1 {before_top1:.2%} → {cut_top1:.2%} → {fitted.validation_top1:.2%} after fine-tuning"
         ),
     }
-    return save_compressed(
-        module, artifact, "prune_layers", options, structural_base(base, {}, dropped), context, compression
+    source = structural_source(factory_source(artifact, "prune_layers"), {}, dropped)
+    return save_derived(
+        module, artifact, source, context, stage="prune_layers", options=options, facts={"compression": compression}
     )
 
 
-def structural_base(base: dict, layers: dict, dropped: list[str]) -> dict:
-    """The factory record of a structural edit: the parent's factory nested inside
-    `pruned_module`, or its edit extended if it already is one."""
-    if base["factory"] == f"{__name__}:pruned_module":
-        kwargs = base["kwargs"]
+def structural_source(source: TorchSource, layers: dict, dropped: list[str]) -> TorchSource:
+    """The source of a structural edit: the parent's source nested inside `pruned_module`,
+    or its edit extended if it already is one."""
+    if source.factory == f"{__name__}:pruned_module":
+        kwargs = source.kwargs
         merged_layers = {**kwargs.get("layers", {}), **layers}
-        return {
-            **base,
-            "kwargs": {**kwargs, "layers": merged_layers, "dropped": [*kwargs.get("dropped", []), *dropped]},
-        }
-    return {"factory": f"{__name__}:pruned_module", "kwargs": {"base": base, "layers": layers, "dropped": dropped}}
+        edit = {**kwargs, "layers": merged_layers, "dropped": [*kwargs.get("dropped", []), *dropped]}
+        return dataclasses.replace(source, kwargs=edit)
+    kwargs = {"base": dataclasses.asdict(source), "layers": layers, "dropped": dropped}
+    return TorchSource(f"{__name__}:pruned_module", kwargs)
 
 
 def tensor_shapes(module: nn.Module) -> dict[str, tuple]:

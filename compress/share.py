@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.artifact import base_of, input_names, save_compressed
-from compress.prune import structural_base
-from compress.train import penalised_weights, require_labels, top1
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from edgeopt.errors import RecipeError
-from runtimes.torch_eager import build_module
+from compress.prune import structural_source
+from compress.train import input_names, penalised_weights, require_labels, top1
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import RecipeError
+from edgeopt.core.torch_artifact import factory_source, load_module, save_derived
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +64,7 @@ def share_weights(artifact: Artifact, options: ShareWeightsOptions, context: Sta
 
     validation = require_labels(context.evaluation, "share_weights")
     names = input_names(artifact)
-    module = copy.deepcopy(build_module(artifact))
+    module = copy.deepcopy(load_module(artifact))
     before_top1 = top1(module, validation, names)
     folded = _fold_batch_norms(module)
     parameters = dict(module.named_parameters())
@@ -99,8 +98,10 @@ def share_weights(artifact: Artifact, options: ShareWeightsOptions, context: Sta
     layers = {
         conv: {"attributes": {}, "shapes": {"bias": [module.get_submodule(conv).out_channels]}} for conv in folded
     }
-    base = structural_base(base_of(artifact, "share_weights"), layers, list(folded.values()))
-    return save_compressed(module, artifact, "share_weights", options, base, context, compression)
+    source = structural_source(factory_source(artifact, "share_weights"), layers, list(folded.values()))
+    return save_derived(
+        module, artifact, source, context, stage="share_weights", options=options, facts={"compression": compression}
+    )
 
 
 def _tie(parameters: dict[str, torch.nn.Parameter], group: list[str]) -> None:

@@ -8,15 +8,15 @@ and the report's latency-vs-accuracy front shows which to ship.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.artifact import base_of, build_base, input_names, parameter_count, save_compressed
-from compress.train import Training, fit, require_labels
-from edgeopt.artifact import Artifact
-from edgeopt.context import StageContext
-from edgeopt.errors import ModelLoadError, first_line
+from compress.train import Training, fit, input_names, parameter_count, require_labels
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.context import StageContext
+from edgeopt.core.torch_artifact import factory_source, instantiate, save_derived
 
 
 class TrainStructureOptions(BaseModel):
@@ -30,27 +30,24 @@ def train_structure(artifact: Artifact, options: TrainStructureOptions, context:
     """Build the input's factory with the changed kwargs and train it from scratch."""
     import torch
 
-    train = require_labels(context.calibration, "train_structure")
+    train = require_labels(context.training, "train_structure")
     validation = require_labels(context.evaluation, "train_structure")
     names = input_names(artifact)
-    parent = base_of(artifact, "train_structure")
-    base = {**parent, "kwargs": {**parent["kwargs"], **options.kwargs}}
+    parent = factory_source(artifact, "train_structure")
+    source = dataclasses.replace(parent, kwargs={**parent.kwargs, **options.kwargs})
     torch.manual_seed(options.training.seed)
-    try:
-        module = build_base(base)
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(
-            f"train_structure: factory '{base['factory']}' rejected {options.kwargs}: {first_line(err)}"
-        ) from err
+    module = instantiate(source)
     fitted = fit(module, train, validation, names, options.training)
     compression = {
         "method": "structure sweep",
-        "kwargs": base["kwargs"],
+        "kwargs": source.kwargs,
         "validation_top1": fitted.validation_top1,
         "epochs_run": fitted.epochs_run,
         "summary": (
-            f"{base['factory']} {base['kwargs']} trained from scratch: {parameter_count(module):,} parameters, "
+            f"{source.factory} {source.kwargs} trained from scratch: {parameter_count(module):,} parameters, "
             f"validation top-1 {fitted.validation_top1:.2%} after {fitted.epochs_run} epochs"
         ),
     }
-    return save_compressed(module, artifact, "train_structure", options, base, context, compression)
+    return save_derived(
+        module, artifact, source, context, stage="train_structure", options=options, facts={"compression": compression}
+    )

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from edgeopt.data import Split
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.data import Split
+from edgeopt.core.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,14 @@ def require_labels(split: Split | None, what: str) -> Split:
     if split is None or split.labels is None:
         raise DataError(f"{what} needs labelled data: the recipe's dataset has no labelled {what} split")
     return split
+
+
+def input_names(artifact: Artifact) -> list[str]:
+    return [spec.name for spec in artifact.io.inputs]
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def tensors(split: Split, names: list[str]) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The single-step verbs (`export`, `bench`) outside a recipe run."""
+"""The single-step verbs (`export`, `simplify`, `fp16`, `quantize`, `build`, `bench`) outside a recipe run."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from edgeopt.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec
-from edgeopt.context import StageContext
-from edgeopt.data import Dataset
-from edgeopt.errors import ModelLoadError, RecipeError, RuntimeUnavailable, VerificationError, output_error
+from edgeopt.core.artifact import ARTIFACT_JSON, Artifact, Format, Precision, TensorSpec, TorchSource
+from edgeopt.core.context import StageContext
+from edgeopt.core.data import Dataset
+from edgeopt.core.errors import (
+    ModelLoadError,
+    RecipeError,
+    RuntimeUnavailable,
+    VerificationError,
+    first_line,
+    output_error,
+)
 
 
 def random_feeds(inputs: tuple[TensorSpec, ...], sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -54,10 +61,11 @@ def export_command(
     model: str, output: Path, inputs: tuple[TensorSpec, ...], weights: Path | None, opset: int, exporter: str
 ) -> Artifact:
     """Export a built-in or factory model to `output`, verified; nothing is written on failure."""
-    from edgeopt.models import BUILTIN_MODELS, builtin_dataset, load_factory, train_builtin
+    from edgeopt.core.numeric import describe_failures
+    from edgeopt.models import BUILTIN_MODELS, builtin_dataset, train_builtin
     from edgeopt.recipe import describe
+    from edgeopt.sources import load_factory
     from exporter.torch_export import ExportOnnxOptions, export_onnx
-    from exporter.verify import describe_failures
 
     if weights is not None and not weights.is_file():
         raise ModelLoadError(f"{weights}: file not found")
@@ -74,18 +82,18 @@ def export_command(
         if model in BUILTIN_MODELS:
             spec = BUILTIN_MODELS[model]
             dataset = builtin_dataset(spec.dataset)
-            context = StageContext(source_dir, dataset.probe())
-            source = train_builtin(model, inputs or spec.inputs, spec.outputs, dataset, context)
+            probe = dataset.probe()
+            source = train_builtin(model, inputs or spec.inputs, dataset, source_dir, probe)
         elif ":" in model:
             if not inputs:
                 raise RecipeError(f"{model}: a factory model needs --input NAME:SHAPE:DTYPE for each input")
-            context = StageContext(source_dir, random_feeds(inputs, probe_sizes(inputs)))
-            source = load_factory(model, {}, weights, Path.cwd(), inputs, None, context)
+            probe = random_feeds(inputs, probe_sizes(inputs))
+            source = load_factory(TorchSource(model, {}, str(Path.cwd())), weights, inputs, None, source_dir, probe)
         else:
             raise RecipeError(
                 f"model '{model}' is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor package.module:function"
             )
-        exported = export_onnx(source, options, StageContext(export_dir, context.probe))
+        exported = export_onnx(source, options, StageContext(export_dir, probe))
         if not exported.verification.passed:
             raise VerificationError(
                 f"{output}: not written: the export differs from PyTorch: {describe_failures(exported.verification)}"
@@ -105,7 +113,7 @@ def transform_command(
 
     Verification uses --probe samples, else the first calibration samples, else seeded
     random ones."""
-    from exporter.verify import describe_failures
+    from edgeopt.core.numeric import describe_failures
 
     stage, parsed, artifact = _single_step(stage_name, stage_name, options, source, output)
     inputs = artifact.io.inputs
@@ -147,8 +155,8 @@ def _single_step(stage_name: str, verb: str, options: dict, source: Path, output
 def build_command(source: Path, output: Path, options: dict, probe_path: Path | None) -> Artifact:
     """Build a TensorRT engine from an ONNX file: `output` and `<output>.json` (its metadata),
     written only once the engine verifies against the source."""
+    from edgeopt.core.numeric import describe_failures
     from exporter.engine import DimRangeOption
-    from exporter.verify import describe_failures
     from runtimes import probe
 
     availability = probe("trt")
@@ -182,7 +190,7 @@ def build_command(source: Path, output: Path, options: dict, probe_path: Path | 
 
 def load_samples(path: Path, inputs) -> Dataset:
     """An .npz of arrays, or a folder of images preprocessed to fit the model's input."""
-    from edgeopt.data import load_npz
+    from edgeopt.core.data import load_npz
     from edgeopt.image_folder import load_image_folder
 
     if path.is_dir():
@@ -196,7 +204,7 @@ def _write_model(artifact: Artifact, output: Path) -> Artifact:
     Both files are written under their final names in a scratch folder, then moved into
     place data first, so `output` never names data that is not there yet.
     """
-    from exporter.onnx_io import load_onnx, save_onnx
+    from edgeopt.core.onnx_model import load_onnx, save_onnx
 
     try:
         with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
@@ -212,19 +220,24 @@ def open_artifact(path: Path) -> Artifact:
     """An artifact directory (with artifact.json), a bare .onnx file, or an engine made by
     `edgeopt build` (with its .json beside it)."""
     if path.is_dir() and (path / ARTIFACT_JSON).is_file():
-        return Artifact.load(path)
+        try:
+            return Artifact.load(path)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ModelLoadError(
+                f"{path}: its {ARTIFACT_JSON} is damaged or from another edgeopt version ({first_line(err)}); "
+                "build it again"
+            ) from err
     if path.is_file() and path.suffix == ".engine":
-        from edgeopt.artifact import IO
+        from edgeopt.core.artifact import IO
         from runtimes.tensorrt import read_meta
 
         meta = read_meta(path)
+        io = IO.from_json(meta.io)
         return Artifact(
-            path, Format.TRT_ENGINE, meta.precision, "build_trt", {}, meta.source_sha256, IO.from_json(meta.io), ""
+            path, Format.TRT_ENGINE, meta.precision, "build_trt", {}, meta.source_sha256, io, engine=meta.to_json()
         )
     if path.is_file() and path.suffix == ".onnx":
-        from edgeopt.models import onnx_source_sha256
-        from exporter.onnx_facts import graph_io
-        from exporter.onnx_io import load_checked
+        from edgeopt.core.onnx_model import graph_io, load_checked, onnx_source_sha256
 
         io = graph_io(load_checked(path, load_weights=False))
         return Artifact(path, Format.ONNX, Precision.FP32, "file", {}, None, io, onnx_source_sha256(path))

@@ -13,9 +13,8 @@ import logging
 from enum import StrEnum
 from pathlib import Path
 
-from edgeopt.artifact import Artifact, TensorSpec
-from edgeopt.context import StageContext
-from edgeopt.errors import ModelLoadError, first_line
+from edgeopt.core.artifact import Artifact, TensorSpec, TorchSource, file_sha256
+from edgeopt.core.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +104,19 @@ def encoder(directory: str, pooling: str = "mean", pretrained: bool = False):
     return Encoder().eval()
 
 
-def load_huggingface(directory: Path, pooling: Pooling, context: StageContext) -> Artifact:
+def load_huggingface(directory: Path, pooling: Pooling, out_dir: Path, probe: dict) -> Artifact:
     """The directory's pretrained encoder as a torch artifact (weights from safetensors)."""
-    from edgeopt.models import save_module
+    from edgeopt.core.torch_artifact import module_io, save_module
 
     config = check_directory(directory)
     try:
         module = encoder(str(directory), str(pooling), pretrained=True)
     except (OSError, ValueError, KeyError) as err:  # transformers' errors for unknown or broken models
         raise ModelLoadError(f"{directory}: cannot load the model: {first_line(err)}") from err
-    kwargs = {"directory": str(directory), "pooling": str(pooling)}
+    source = TorchSource(FACTORY, {"directory": str(directory), "pooling": str(pooling)})
     options = {"huggingface": str(directory), "pooling": str(pooling)}
-    artifact = save_module(module, FACTORY, kwargs, None, input_specs(config), output_names(pooling), context, options)
+    io = module_io(module, input_specs(config), output_names(pooling), probe)
+    artifact = save_module(module, source, out_dir, stage="load_model", options=options, parent=None, io=io)
     log.debug("loaded %s (%s) from %s", config.get("architectures"), config["model_type"], directory)
     return artifact
 
@@ -124,8 +124,6 @@ def load_huggingface(directory: Path, pooling: Pooling, context: StageContext) -
 def directory_sha256(directory: Path) -> str:
     """What the model is: its config, weights and tokenizer (part of the cache key)."""
     import hashlib
-
-    from edgeopt.models import file_sha256
 
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):

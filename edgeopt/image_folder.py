@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.artifact import TensorSpec
-from edgeopt.data import Dataset, Split
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.data import Dataset, Split
+from edgeopt.core.errors import DataError
 from edgeopt.images import Preprocess, preprocess_image
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from edgeopt.core.errors import RecipeError
 from edgeopt.core.targets import Target
-from edgeopt.errors import RecipeError
 from edgeopt.huggingface import PRETRAINED, Pooling
 from edgeopt.images import Preprocess
 from edgeopt.text import TextSource
@@ -333,3 +333,20 @@ def _unwrap(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return args[0] if len(args) == 1 else annotation
     return annotation
+
+
+def schema() -> dict:
+    """The recipe's JSON schema, with each stage's options (`variants.*.options`) and what it
+    takes and makes: the reference for everything a recipe may hold."""
+    from edgeopt.stages import STAGES
+
+    stages = {
+        name: {
+            "description": stage.description,
+            "takes": str(stage.accepts),
+            "makes": str(stage.produces),
+            "options": stage.options.model_json_schema(),
+        }
+        for name, stage in STAGES.items()
+    }
+    return {"recipe": Recipe.model_json_schema(), "stages": stages}

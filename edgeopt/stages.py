@@ -25,7 +25,7 @@ from compress.prune import (
 from compress.prune_ffn import PruneFfnOptions, prune_ffn
 from compress.share import ShareWeightsOptions, share_weights
 from compress.sweep import TrainStructureOptions, train_structure
-from edgeopt.artifact import Format
+from edgeopt.core.artifact import Format
 from exporter.engine import BuildTrtOptions, build_trt, with_batch_range
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
@@ -43,7 +43,8 @@ class Stage:
     accepts: Format
     produces: Format
     description: str
-    calibrated: bool = False
+    calibrated: bool = False  # reads the calibration samples (its key includes them)
+    trained: bool = False  # trains or fine-tunes on the training samples (its key includes them)
     # a runtime the stage needs: where it is missing the variant (and what is built from
     # it) is skipped with the runtime's reason rather than failing the run
     requires: str | None = None
@@ -70,7 +71,7 @@ STAGES: dict[str, Stage] = {
     "smooth_activations": Stage(
         smooth_activations,
         SmoothActivationsOptions,
-        2,
+        3,
         Format.TORCH,
         Format.TORCH,
         "activation outliers moved into Linear weights (SmoothQuant), before INT8",
@@ -90,7 +91,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        6,
+        7,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
@@ -99,7 +100,7 @@ STAGES: dict[str, Stage] = {
     "quantize_dynamic": Stage(
         quantize_dynamic,
         QuantizeDynamicOptions,
-        2,
+        3,
         Format.ONNX,
         Format.ONNX,
         "INT8 weights, activations per call",
@@ -119,34 +120,34 @@ STAGES: dict[str, Stage] = {
     "prune_channels": Stage(
         prune_channels,
         PruneChannelsOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "remove channels and filters (dependency-aware), fine-tune",
-        calibrated=True,
+        trained=True,
     ),
     "prune_magnitude": Stage(
         prune_magnitude,
         PruneMagnitudeOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "zero the smallest weights, fine-tune",
-        calibrated=True,
+        trained=True,
     ),
     "prune_layers": Stage(
         prune_layers,
         PruneLayersOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "drop the layers that cost least, fine-tune",
-        calibrated=True,
+        trained=True,
     ),
     "prune_ffn": Stage(
         prune_ffn,
         PruneFfnOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "remove a transformer's feed-forward neurons of least output variance (no fine-tuning)",
@@ -155,20 +156,20 @@ STAGES: dict[str, Stage] = {
     "distill": Stage(
         distill,
         DistillOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "train a smaller student on the model's soft targets",
-        calibrated=True,
+        trained=True,
     ),
     "share_weights": Stage(
         share_weights,
         ShareWeightsOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "cluster each layer's weights to a codebook, tie layers",
-        calibrated=True,
+        trained=True,
     ),
     "pack_codebook": Stage(
         pack_codebook,
@@ -181,19 +182,19 @@ STAGES: dict[str, Stage] = {
     "ensemble": Stage(
         ensemble,
         EnsembleOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "train members, combine them (parallel, cascade, stacking)",
-        calibrated=True,
+        trained=True,
     ),
     "train_structure": Stage(
         train_structure,
         TrainStructureOptions,
-        1,
+        2,
         Format.TORCH,
         Format.TORCH,
         "rebuild the factory with other kwargs, train from scratch",
-        calibrated=True,
+        trained=True,
     ),
 }

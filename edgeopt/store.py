@@ -16,8 +16,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeopt.artifact import ARTIFACT_JSON, Artifact, canonical_sha256, directory_sha256
-from edgeopt.errors import output_error
+from edgeopt.core.artifact import ARTIFACT_JSON, Artifact, canonical_sha256, directory_sha256
+from edgeopt.core.errors import output_error
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,11 @@ class Store:
         directory = self.root / key[:12]
         if not (directory / ARTIFACT_JSON).is_file():
             return None
-        artifact = Artifact.load(directory)
-        if artifact.facts.get("cache_key") != key or directory_sha256(directory) != artifact.sha256:
+        try:
+            artifact = Artifact.load(directory)
+        except (ValueError, KeyError, TypeError):  # a record of an older layout, or damaged
+            artifact = None
+        if artifact is None or artifact.cache_key != key or directory_sha256(directory) != artifact.sha256:
             log.warning("%s: cached artifact is stale or damaged; rebuilding it", directory)
             shutil.rmtree(directory)
             return None
@@ -69,8 +72,7 @@ class Store:
         try:
             tmp.mkdir()
             artifact = make(tmp)
-            facts = {**artifact.facts, "cache_key": key}
-            artifact = dataclasses.replace(artifact, sha256=directory_sha256(tmp), facts=facts)
+            artifact = dataclasses.replace(artifact, sha256=directory_sha256(tmp), cache_key=key)
             artifact.save()
             if final.exists():
                 shutil.rmtree(final)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from edgeopt.artifact import TensorSpec
-from edgeopt.data import Dataset, Split
-from edgeopt.errors import DataError, first_line
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.data import Dataset, Split
+from edgeopt.core.errors import DataError, first_line
 
 PYDOC = "pydoc-topics"
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from edgeopt.artifact import TensorSpec
-from edgeopt.data import Split
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.data import Split
+from edgeopt.core.errors import DataError
 
 
 class SplitReader(CalibrationDataReader):

@@ -16,11 +16,12 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from edgeopt.artifact import Artifact, Format, Precision, directory_sha256
-from edgeopt.context import StageContext
-from edgeopt.errors import ExportError
-from exporter.onnx_io import load_onnx
-from exporter.verify import Tolerance, verify_against
+from bench.verify import verify_against
+from edgeopt.core.artifact import Artifact, Format, Precision, directory_sha256
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import ExportError
+from edgeopt.core.numeric import Tolerance
+from edgeopt.core.onnx_model import load_onnx
 from runtimes.tensorrt_settings import DimRange, EngineMeta, build_flags, derive_profile
 
 
@@ -140,11 +141,9 @@ def build_trt(artifact: Artifact, options: BuildTrtOptions, context: StageContex
         parent=artifact.sha256,
         io=artifact.io,
         sha256=directory_sha256(context.out_dir),
-        facts={
-            "size_bytes": engine_path.stat().st_size,
-            "engine": meta.to_json(),
-            "modules": artifact.facts.get("modules", {}),
-        },
+        modules=artifact.modules,
+        engine=meta.to_json(),
+        facts={"size_bytes": engine_path.stat().st_size},
     )
     tolerance = options.tolerance or TOLERANCES[flags.precision]
     # a QDQ source runs as written on the CPU: its quantization semantics, the engine's reference

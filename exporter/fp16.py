@@ -11,14 +11,13 @@ import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.artifact import Artifact, Precision
-from edgeopt.context import StageContext
-from edgeopt.errors import ExportError, first_line
+from edgeopt.core.artifact import Artifact, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import ExportError, first_line
+from edgeopt.core.numeric import Tolerance
+from edgeopt.core.onnx_model import input_facts, load_onnx
 from exporter.intermediates import run_exposed
-from exporter.onnx_facts import input_facts
-from exporter.onnx_io import load_onnx
 from exporter.transform import finish
-from exporter.verify import Tolerance
 
 FP16_MAX = 65504.0
 

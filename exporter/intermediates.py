@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporter.onnx_io import EXTERNAL_DATA_BYTES, save_onnx, tensor_bytes
+from edgeopt.core.onnx_model import EXTERNAL_DATA_BYTES, save_onnx, tensor_bytes
 from runtimes.base import SessionOptions
 
 

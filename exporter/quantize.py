@@ -16,14 +16,13 @@ from pathlib import Path
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeopt.artifact import Artifact, Precision
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import Artifact, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import DataError, ExportError, RecipeError, first_line
+from edgeopt.core.numeric import Tolerance
+from edgeopt.core.onnx_model import input_facts, load_onnx, save_onnx
 from edgeopt.core.targets import Target, host_target, resolve
-from edgeopt.errors import DataError, ExportError, RecipeError, first_line
-from exporter.onnx_facts import input_facts
-from exporter.onnx_io import load_onnx, save_onnx
 from exporter.transform import finish
-from exporter.verify import Tolerance
 from runtimes.base import SessionOptions
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         if options.budget is not None:
             reader.rewind()
             facts["budget"] = _fit_budget(
-                prepared, output, quantize, options.budget, context, reader.get_next(), simulate
+                prepared, output, quantize, options.budget, context, reader.get_next(), simulate, artifact.modules
             )
 
     facts = {
@@ -180,14 +179,14 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         "calibration_samples": reader.samples,
     }
     if target is Target.TENSORRT:
-        facts["not_for"] = {
+        not_for = {
             "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
         }
-    elif not flavour.symmetric_activations:
-        facts["not_for"] = {
-            "ort-trt": "U8 activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
+    else:
+        not_for = {
+            "ort-trt": "activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
         }
-    return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate)
+    return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate, not_for)
 
 
 def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, context: StageContext) -> Artifact:
@@ -214,7 +213,9 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
             if context.evaluation is None:
                 raise DataError("quantize_dynamic with a budget needs evaluation samples (a dataset with real inputs)")
             probe = {spec.name: context.evaluation.inputs[spec.name][:16] for spec in artifact.io.inputs}
-            facts["budget"] = _fit_budget(prepared, output, quantize, options.budget, context, probe, simulate)
+            facts["budget"] = _fit_budget(
+                prepared, output, quantize, options.budget, context, probe, simulate, artifact.modules
+            )
 
     facts: dict = {"per_channel": options.per_channel, "flavour": dataclasses.asdict(flavour)}
     return _quantized(artifact, options, context, Precision.INT8_DYNAMIC, "quantize_dynamic", run, facts, simulate)
@@ -229,6 +230,7 @@ def _quantized(
     run,
     facts: dict,
     simulate: bool = False,
+    not_for: dict[str, str] | None = None,
 ) -> Artifact:
     """Prepare (opset, shape inference, optimizations), quantize, check and verify."""
     if artifact.precision is not Precision.FP32:
@@ -262,6 +264,7 @@ def _quantized(
         facts=facts,
         simulate=simulate,
         target=str(options.target),
+        not_for=not_for,
     )
 
 
@@ -289,13 +292,20 @@ def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
 
 
 def _fit_budget(
-    prepared: Path, output: Path, quantize, budget: Budget, context: StageContext, feeds: dict, simulate: bool
+    prepared: Path,
+    output: Path,
+    quantize,
+    budget: Budget,
+    context: StageContext,
+    feeds: dict,
+    simulate: bool,
+    modules: dict[str, str],
 ) -> dict:
     """Keep the most sensitive nodes in float, one more at a time, until the metric drop
-    is within budget. Returns what was kept, the metric at each step, and the latency
-    cost of keeping them (batch 1, this CPU)."""
+    is within budget. Returns what was kept and the metric at each step; what keeping
+    them costs in latency is the benchmark's to measure, beside the other rows."""
+    from bench.verify import simulated_options
     from exporter.sensitivity import rank_nodes
-    from exporter.verify import simulated_options
 
     evaluation = context.evaluation
     if evaluation is None or (budget.metric is Metric.TOP1 and evaluation.labels is None):
@@ -307,10 +317,9 @@ def _fit_budget(
     measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
     steps = [{"kept_float": 0, "metric": measured}]
     kept: list[dict] = []
-    all_int8_latency = None if simulate else _latency_ms(output, evaluation)
     if baseline - measured > budget.max_drop:
         for name, op_type, error in rank_nodes(prepared, output, feeds, output.parent):
-            kept.append({"node": name, "op_type": op_type, "local_error": error, "module": context.modules.get(name)})
+            kept.append({"node": name, "op_type": op_type, "local_error": error, "module": modules.get(name)})
             quantize([k["node"] for k in kept])
             measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
             steps.append({"kept_float": len(kept), "metric": measured})
@@ -325,8 +334,6 @@ def _fit_budget(
         "met": baseline - measured <= budget.max_drop,
         "kept_float": kept,
         "steps": steps,
-        "latency_ms_all_int8": all_int8_latency,
-        "latency_ms": _latency_ms(output, evaluation) if kept and not simulate else all_int8_latency,
     }
 
 
@@ -340,18 +347,8 @@ def _predict(path: Path, split, options: SessionOptions):
 
 
 def _metric(metric: Metric, outputs, split, float_outputs) -> float:
-    from bench.accuracy import row_cosine
+    from edgeopt.core.numeric import row_cosine
 
     if metric is Metric.TOP1:
         return float((outputs.argmax(axis=1) == split.labels).mean())
     return float(row_cosine(float_outputs, outputs).mean())
-
-
-def _latency_ms(path: Path, split) -> float:
-    """Median batch-1 latency on this CPU: what keeping nodes in float costs."""
-    from bench.latency import LatencySettings, measure_latency
-    from runtimes.ort import open_model
-
-    session = open_model(path)
-    feeds = {spec.name: split.inputs[spec.name][:1] for spec in session.inputs}
-    return measure_latency(session, feeds, LatencySettings(warmup_runs=5, min_runs=20, min_duration_s=0.3)).p50_ms

@@ -80,7 +80,7 @@ def _as_consumed(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[
 
 
 def _error(expected: np.ndarray, actual: np.ndarray) -> float:
-    from bench.accuracy import row_cosine
+    from edgeopt.core.numeric import row_cosine
 
     if not expected.ndim:
         expected, actual = expected.reshape(1), actual.reshape(1)

@@ -17,11 +17,12 @@ from enum import StrEnum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgeopt.artifact import IO, Artifact, Format, Precision
-from edgeopt.context import StageContext
-from edgeopt.errors import ExportError, first_line
-from exporter.onnx_io import EXTERNAL_DATA_BYTES
-from exporter.verify import Tolerance, verify_against
+from bench.verify import verify_against
+from edgeopt.core.artifact import IO, Artifact, Format, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import ExportError, first_line
+from edgeopt.core.numeric import Tolerance
+from edgeopt.core.onnx_model import EXTERNAL_DATA_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     import onnx
     import torch
 
-    from exporter.onnx_facts import graph_io, model_facts, node_modules
-    from runtimes.torch_eager import build_module
+    from edgeopt.core.onnx_model import graph_io, model_facts, node_modules
+    from edgeopt.core.torch_artifact import load_module
 
-    module = build_module(artifact)
+    module = load_module(artifact)
     specs = artifact.io.inputs
     example = tuple(torch.from_numpy(np.ascontiguousarray(context.probe[s.name])) for s in specs)
     path = context.out_dir / "model.onnx"
@@ -90,7 +91,8 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
         options=options.model_dump(mode="json"),
         parent=artifact.sha256,
         io=onnx_io,
-        facts={**model_facts(model, path), "exporter": str(options.exporter), "modules": node_modules(model)},
+        modules=node_modules(model),
+        facts={**model_facts(model, path), "exporter": str(options.exporter)},
     )
     verification = verify_against(artifact, exported, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(exported, verification=verification)
@@ -167,7 +169,7 @@ _STACK_TRACE = "pkg.torch.onnx.stack_trace"
 def _drop_stack_traces(path) -> None:
     """The dynamo exporter stores each node's Python stack trace, absolute file paths
     included, so the same model exported from another checkout would differ byte for byte."""
-    from exporter.onnx_io import load_onnx, save_onnx
+    from edgeopt.core.onnx_model import load_onnx, save_onnx
 
     model = load_onnx(path)
     for node in model.graph.node:

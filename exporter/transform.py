@@ -11,12 +11,11 @@ import dataclasses
 import onnx
 from pydantic import BaseModel
 
-from edgeopt.artifact import Artifact, Precision
-from edgeopt.context import StageContext
-from edgeopt.errors import ExportError, first_line
-from exporter.onnx_facts import graph_io, model_facts
-from exporter.onnx_io import check_onnx, save_onnx
-from exporter.verify import verify_against
+from bench.verify import verify_against
+from edgeopt.core.artifact import Artifact, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import ExportError, first_line
+from edgeopt.core.onnx_model import check_onnx, graph_io, model_facts, save_onnx
 
 
 def finish(
@@ -32,12 +31,14 @@ def finish(
     full_check: bool = False,
     simulate: bool = False,
     target: str | None = None,
+    not_for: dict[str, str] | None = None,
 ) -> Artifact:
     """Save `model` as the stage's artifact, check it, and verify it against `source`.
 
     full_check: strict shape inference too (types must agree everywhere).
-    simulate: verify by the INT8's exact arithmetic (see exporter.verify.verify_against).
-    target: the machine the result was built for, where that shaped it."""
+    simulate: verify by the INT8's exact arithmetic (see bench.verify.verify_against).
+    target: the machine the result was built for, where that shaped it.
+    not_for: runtime id → why the result is not measured there."""
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
     try:
@@ -52,8 +53,10 @@ def finish(
         options=options.model_dump(mode="json"),
         parent=source.sha256,
         io=graph_io(model),
-        facts={**model_facts(model, path), **facts, "before": before, "modules": source.facts.get("modules", {})},
         target=target,
+        modules=source.modules,
+        not_for=not_for or {},
+        facts={**model_facts(model, path), **facts, "before": before},
     )
     verification = verify_against(source, result, context.probe, options.tolerance, context.verbose, simulate)
     return dataclasses.replace(result, verification=verification)

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeopt.artifact import TensorSpec
+from edgeopt.core.artifact import TensorSpec
 
 __all__ = ["Availability", "DeviceEvent", "DeviceTimed", "Session", "SessionOptions", "TensorSpec"]
 

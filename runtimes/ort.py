@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.artifact import Artifact, Format, TensorSpec
-from edgeopt.errors import DataError, ModelLoadError, RuntimeUnavailable, first_line
+from edgeopt.core.artifact import Artifact, Format, TensorSpec
+from edgeopt.core.errors import DataError, ModelLoadError, RuntimeUnavailable, first_line
 from runtimes.base import Availability, SessionBase, SessionOptions
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import dataclasses
 import importlib
 from dataclasses import dataclass
 
-from edgeopt.artifact import Artifact, Format
-from edgeopt.errors import RuntimeUnavailable
+from edgeopt.core.artifact import Artifact, Format
+from edgeopt.core.errors import RuntimeUnavailable
 from runtimes.base import Availability, Session, SessionOptions
 
 

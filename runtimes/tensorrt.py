@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.artifact import Artifact, Format, TensorSpec
-from edgeopt.errors import DataError, ExportError, ModelLoadError, RuntimeUnavailable, first_line
+from edgeopt.core.artifact import Artifact, Format, TensorSpec
+from edgeopt.core.errors import DataError, ExportError, ModelLoadError, RuntimeUnavailable, first_line
 from runtimes.base import Availability, SessionBase, SessionOptions
 from runtimes.tensorrt_settings import BuildFlags, Device, EngineMeta, features, mismatch
 

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from edgeopt.artifact import Precision, TensorSpec
-from edgeopt.errors import RecipeError, RuntimeUnavailable
+from edgeopt.core.artifact import Precision, TensorSpec
+from edgeopt.core.errors import RecipeError, RuntimeUnavailable
 
 SUPPORTED_MAJORS = (10, 11)
 
@@ -136,7 +136,7 @@ class EngineMeta:
     builder_flags: tuple[str, ...]
     profile: dict[str, tuple[Shape, Shape, Shape]]
     workspace_bytes: int
-    io: dict[str, Any]  # the source's inputs and outputs (edgeopt.artifact.IO as JSON)
+    io: dict[str, Any]  # the source's inputs and outputs (edgeopt.core.artifact.IO as JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {

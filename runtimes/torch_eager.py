@@ -1,19 +1,18 @@
 """PyTorch eager sessions (CPU and CUDA) for `torch` artifacts.
 
-A torch artifact is a state dict plus the factory that builds the module; loading
-never unpickles objects (`torch.load(weights_only=True)`).
+A torch artifact is rebuilt by edgeopt.core.torch_artifact (its source, then its state
+dict, never unpickled objects unless the recipe trusted a pickled model).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 
-from edgeopt.artifact import Artifact, Format, TensorSpec
-from edgeopt.errors import ModelLoadError, RuntimeUnavailable, first_line
-from edgeopt.factory import resolve_factory
+from edgeopt.core.artifact import Artifact, Format
+from edgeopt.core.errors import RuntimeUnavailable
+from edgeopt.core.torch_artifact import load_module
 from runtimes.base import Availability, SessionBase, SessionOptions
 
 
@@ -29,37 +28,6 @@ def probe(device: str) -> Availability:
     if not torch.cuda.is_available():
         return Availability(False, f"torch {torch.__version__}: no CUDA device visible")
     return Availability(True, f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
-
-
-def build_module(artifact: Artifact):
-    """The eval-mode nn.Module of a torch artifact, on the CPU."""
-    import torch
-
-    if artifact.facts.get("pickled"):
-        module = _trusted_pickle(Path(artifact.facts["pickled"]), artifact.facts["pickled_sha256"])
-    else:
-        factory_dir = artifact.facts.get("factory_dir")
-        factory = resolve_factory(artifact.facts["factory"], Path(factory_dir) if factory_dir else None)
-        module = factory(**artifact.facts.get("factory_kwargs", {}))
-    try:
-        state = torch.load(artifact.path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state)
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/KeyError here
-        raise ModelLoadError(f"{artifact.path}: cannot load the state dict: {first_line(err)}") from err
-    return module.eval()
-
-
-def _trusted_pickle(path: Path, sha256: str):
-    """The module of a pickled model whose recipe said trust_pickle, only if the file is unchanged."""
-    import torch
-
-    from edgeopt.models import file_sha256
-
-    if not path.is_file() or file_sha256(path) != sha256:
-        raise ModelLoadError(
-            f"{path}: the trusted pickled model is gone or changed since it was trusted; run the recipe again"
-        )
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 class TorchSession(SessionBase):
@@ -149,7 +117,7 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> TorchSessi
 
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    module = build_module(artifact)
+    module = load_module(artifact)
     if device == "cpu":
         if options.half:
             raise RuntimeUnavailable("torch-cpu: FP16 runs on CUDA only here")
@@ -158,19 +126,3 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> TorchSessi
     if options.half:
         module = module.half()
     return TorchCudaSession(module, artifact.io.inputs, artifact.io.outputs, device, options.half)
-
-
-def output_specs(outputs, names: list[str] | None, batch_dim: str | None) -> tuple[TensorSpec, ...]:
-    """Describe a module's outputs from one forward pass; dim 0 follows the inputs' batch dim."""
-    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    if names is None:
-        names = ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
-    if len(names) != len(tensors):
-        raise ModelLoadError(f"the model returns {len(tensors)} outputs but {len(names)} names were given")
-    specs = []
-    for name, tensor in zip(names, tensors, strict=True):
-        shape: list[int | str] = list(tensor.shape)
-        if batch_dim and shape:
-            shape[0] = batch_dim
-        specs.append(TensorSpec(name, tuple(shape), str(tensor.detach().numpy().dtype)))
-    return tuple(specs)

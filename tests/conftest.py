@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.artifact import TensorSpec
+from edgeopt.core.artifact import TensorSpec
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -56,22 +56,18 @@ def factory_dir(tmp_path: Path, digits) -> Path:
 @pytest.fixture(scope="session")
 def digits_cnn(tmp_path_factory, digits):
     """The trained built-in digits CNN as a torch artifact."""
-    from edgeopt.context import StageContext
     from edgeopt.models import BUILTIN_MODELS, train_builtin
     from edgeopt.store import Store
 
     spec = BUILTIN_MODELS["digits-cnn"]
     store = Store(tmp_path_factory.mktemp("digits-cnn"))
-    return store.build(
-        "0" * 64,
-        lambda out: train_builtin("digits-cnn", spec.inputs, spec.outputs, digits, StageContext(out, digits.probe())),
-    )
+    return store.build("0" * 64, lambda out: train_builtin("digits-cnn", spec.inputs, digits, out, digits.probe()))
 
 
 @pytest.fixture(scope="session")
 def digits_onnx(tmp_path_factory, digits, digits_cnn):
     """The digits CNN exported with the default (dynamo) exporter."""
-    from edgeopt.context import StageContext
+    from edgeopt.core.context import StageContext
     from edgeopt.store import Store
     from exporter.torch_export import ExportOnnxOptions, export_onnx
 
@@ -127,19 +123,17 @@ def bert_probe():
 
 def build_factory(tmp_path_factory, factory: str, inputs, probe):
     """A factory model as a torch artifact in a store of its own."""
-    from edgeopt.context import StageContext
-    from edgeopt.models import load_factory
+    from edgeopt.core.artifact import TorchSource
+    from edgeopt.sources import load_factory
     from edgeopt.store import Store
 
     store = Store(tmp_path_factory.mktemp(factory.replace(":", "-")))
-    folder = Path(__file__).parent
-    return store.build(
-        "2" * 64, lambda out: load_factory(factory, {}, None, folder, inputs, None, StageContext(out, probe))
-    )
+    source = TorchSource(factory, {}, str(Path(__file__).parent))
+    return store.build("2" * 64, lambda out: load_factory(source, None, inputs, None, out, probe))
 
 
 def build_stage(tmp_path_factory, stage_name: str, parent, options: dict, probe):
-    from edgeopt.context import StageContext
+    from edgeopt.core.context import StageContext
     from edgeopt.stages import STAGES
     from edgeopt.store import Store
 

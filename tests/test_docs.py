@@ -21,3 +21,21 @@ def test_readme_recipe_paths_exist():
     readme = (ROOT / "README.md").read_text()
     for path in set(re.findall(r"recipes/[\w.-]+\.yaml", readme)):
         assert (ROOT / path).is_file(), path
+
+
+def test_readme_names_the_results_schema_version():
+    from bench.results import SCHEMA_VERSION
+
+    readme = (ROOT / "README.md").read_text()
+    assert re.findall(r"schema_version (\d+)", readme) == [str(SCHEMA_VERSION)]
+
+
+def test_readme_layout_names_every_module_of_the_command_line_layer():
+    readme = (ROOT / "README.md").read_text()
+    picture = readme[readme.index("## Layout") : readme.index("## Measured choices")]
+    for path in (ROOT / "edgeopt").glob("*.py"):
+        if path.stem != "__init__":
+            assert path.stem in picture, path.name
+    for path in (ROOT / "edgeopt" / "core").glob("*.py"):
+        if path.stem != "__init__":
+            assert f"`{path.stem}`" in picture, path.name

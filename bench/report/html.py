@@ -6,7 +6,8 @@ from __future__ import annotations
 from html import escape
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
-from bench.report.markdown import _ms, _size, int8_notes, trust_sentences, verification_cell
+from bench.report.markdown import _ms, _size, trust_sentences, verification_cell
+from bench.report.notes import int8_notes
 from bench.report.plots import plots
 
 STYLE = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
+from bench.report.notes import int8_notes
 from bench.steadiness import STEADY_VARIATION
 from runtimes.ort import DISABLED_FUSIONS
 
@@ -32,64 +33,11 @@ def verification_cell(artifact: dict) -> str:
 
 
 def render(document: dict) -> str:
-    machine = document["machine"]
-    libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items() if v)
-    lines = [
-        f"# edgeopt report: {document['recipe']}",
-        "",
-        f"Recipe `{document['recipe_path']}`, run {document['created']} in {document['duration_s']:.1f} s.",
-        "",
-        f"Machine: {machine['cpu']} ({machine['logical_cores']} logical cores; "
-        f"{' '.join(machine['cpu_flags']) or 'no SIMD flags read'}), {machine['memory_gb']} GB; "
-        f"GPU: {', '.join(machine['gpus']) or 'none'}. {libraries}.",
-        "",
-    ]
+    lines = _header(document)
     lines += _recommendation_section(document)
-    lines += [
-        "",
-        "## Artifacts",
-        "",
-        "| variant | stage | format | precision | built for | size | nodes | verification | sha256 |",
-        "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- |",
-    ]
-    for name, artifact in document["artifacts"].items():
-        facts = artifact["facts"]
-        lines.append(
-            f"| {name} | {artifact['stage']} | {artifact['format']} | {artifact['precision']} | "
-            f"{artifact.get('target') or '—'} | "
-            f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
-            f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
-        )
+    lines += _artifacts_section(document["artifacts"])
     lines += _graph_section(document["artifacts"])
-    columns = accuracy_columns(document["rows"])
-    lines += [
-        "",
-        "## Latency and accuracy",
-        "",
-        "Latency per call, in milliseconds; throughput in samples per second. "
-        "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "
-        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model; "
-        "for embeddings, cosine is against the source model's and overlap@10 the share of each query's "
-        "top-10 documents that it retrieves too. "
-        "Spread is how far the pooled medians of the even and the odd interleaved rounds lie apart, and the median's "
-        "95% CI comes from resampling whole rounds; load is the cold start of the "
-        "measuring process, a fresh one per artifact × runtime × threads; peak memory is its peak RSS.",
-        "",
-        "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | "
-        f"speedup | spread | load s | peak MB | {' | '.join(columns)} |",
-        "| --- | --- |" + " ---: |" * (12 + len(columns)),
-    ]
-    for row in document["rows"]:
-        latency = row["latency"]
-        low, high = latency["p50_ci_ms"]
-        speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
-        lines.append(
-            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
-            f"{_ms(latency['p50_ms'])} | {_ms(low)}–{_ms(high)} | {_ms(latency['p90_ms'])} | "
-            f"{_ms(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
-            f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
-            f"{row['peak_rss_mb']:.0f} | {' | '.join(accuracy_cells(row, columns))} |"
-        )
+    lines += _rows_section(document["rows"])
     lines += _device_section(document["rows"])
     lines += _server_section(document["scenarios"])
     lines += compression_section(document)
@@ -111,6 +59,73 @@ def render(document: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _header(document: dict) -> list[str]:
+    machine = document["machine"]
+    libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items() if v)
+    return [
+        f"# edgeopt report: {document['recipe']}",
+        "",
+        f"Recipe `{document['recipe_path']}`, run {document['created']} in {document['duration_s']:.1f} s.",
+        "",
+        f"Machine: {machine['cpu']} ({machine['logical_cores']} logical cores; "
+        f"{' '.join(machine['cpu_flags']) or 'no SIMD flags read'}; target {machine['target']}), "
+        f"{machine['memory_gb']} GB; GPU: {', '.join(machine['gpus']) or 'none'}. {libraries}.",
+        "",
+    ]
+
+
+def _artifacts_section(artifacts: dict) -> list[str]:
+    lines = [
+        "",
+        "## Artifacts",
+        "",
+        "| variant | stage | format | precision | built for | size | nodes | verification | sha256 |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for name, artifact in artifacts.items():
+        facts = artifact["facts"]
+        lines.append(
+            f"| {name} | {artifact['stage']} | {artifact['format']} | {artifact['precision']} | "
+            f"{artifact.get('target') or '—'} | "
+            f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
+            f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
+        )
+    return lines
+
+
+def _rows_section(rows: list[dict]) -> list[str]:
+    columns = accuracy_columns(rows)
+    lines = [
+        "",
+        "## Latency and accuracy",
+        "",
+        "Latency per call, in milliseconds; throughput in samples per second. "
+        "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "
+        "Top-1 is on the held-out labelled test split; agreement is top-1 agreement with the source model; "
+        "for embeddings, cosine is against the source model's and overlap@10 the share of each query's "
+        "top-10 documents that it retrieves too. "
+        "Spread is how far the pooled medians of the even and the odd interleaved rounds lie apart, and the median's "
+        "95% CI comes from resampling whole rounds; load is the cold start of the "
+        "measuring process, a fresh one per artifact × runtime × threads; peak memory is its peak RSS.",
+        "",
+        "| variant | runtime | batch | threads | p50 ms | p50 95% CI | p90 ms | p99 ms | runs | throughput/s | "
+        f"speedup | spread | load s | peak MB | {' | '.join(columns)} |",
+        "| --- | --- |" + " ---: |" * (12 + len(columns)),
+    ]
+    for row in rows:
+        latency = row["latency"]
+        low, high = latency["p50_ci_ms"]
+        speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
+        lines.append(
+            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
+            f"{_ms(latency['p50_ms'])} | {_ms(low)}–{_ms(high)} | {_ms(latency['p90_ms'])} | "
+            f"{_ms(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
+            f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
+            f"{row['peak_rss_mb']:.0f} | {' | '.join(accuracy_cells(row, columns))} |"
+        )
+    return lines
 
 
 def _runtime_settings(rows: list[dict]) -> list[str]:
@@ -269,102 +284,6 @@ def _graph_section(artifacts: dict) -> list[str]:
             changes = f"kept FP32 for range: {', '.join(facts['fp32_nodes_overflow'])}"
         lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {_size(facts['size_bytes'])} | {changes} |")
     return lines
-
-
-def int8_notes(document: dict) -> list[str]:
-    """Say plainly where an INT8 artifact is not faster than its float parent, and why."""
-    artifacts = document["artifacts"]
-    by_sha = {artifact["sha256"]: name for name, artifact in artifacts.items()}
-    p50 = {(r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
-    vnni = {"avx512_vnni", "avx_vnni"} & set(document["machine"]["cpu_flags"])
-    notes = []
-    for name, artifact in artifacts.items():
-        if not artifact["precision"].startswith("int8"):
-            continue
-        parent = by_sha.get(artifact["parent"])
-        budget = artifact["facts"].get("budget")
-        if budget:
-            notes.append(budget_note(name, budget))
-        notes += target_notes(name, artifact, document)
-        pairs = [
-            (key, p50[key], p50[(parent, *key[1:])]) for key in p50 if key[0] == name and (parent, *key[1:]) in p50
-        ]
-        if pairs:
-            ratios = ", ".join(
-                f"{k[1]} batch {k[2]} × {k[3]} threads {theirs / mine:.2f}×" for k, mine, theirs in pairs
-            )
-            notes.append(f"{name} against its float parent {parent} (p50 ratio, above 1 is faster): {ratios}.")
-        slower = [(key, mine, theirs) for key, mine, theirs in pairs if mine >= theirs]
-        if not slower:
-            continue
-        reasons = []
-        if artifact["facts"].get("parameters", 0) < 1_000_000:
-            reasons.append(
-                f"the model is tiny ({artifact['facts']['parameters']:,} weights), so quantize/dequantize "
-                "overhead outweighs the arithmetic INT8 saves"
-            )
-        if not vnni:
-            reasons.append("this CPU has no VNNI, so each INT8 dot product takes several instructions")
-        cases = ", ".join(
-            f"{k[1]} batch {k[2]} × {k[3]} threads: {mine:.3f} vs {theirs:.3f} ms" for k, mine, theirs in slower
-        )
-        notes.append(
-            f"**{name} is not faster than its float parent {parent}** ({cases}). Likely: {'; '.join(reasons) or 'operators left in float'}."
-        )
-    return notes
-
-
-def target_notes(name: str, artifact: dict, document: dict) -> list[str]:
-    """The INT8 flavour an artifact was built with, for which target, and a warning where
-    it was measured on a CPU of another target, whose kernels are not the target's."""
-    facts, target = artifact["facts"], artifact.get("target")
-    flavour = facts.get("flavour")
-    if not flavour or not target:
-        return []
-    calibration = (
-        f"{facts['method']} calibration on {facts['calibration_samples']} samples, "
-        if "method" in facts
-        else "activations quantized per call, "
-    )
-    notes = [
-        f"{name}: {calibration}built for {target}: {flavour['activations']} activations, "
-        f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
-    ]
-    host = document["machine"].get("target")
-    measured = sorted({r["runtime"] for r in document["rows"] if r["variant"] == name and r["runtime"].endswith("cpu")})
-    if host and target != host and measured:
-        notes.append(
-            f"**{name} was built for {target} but measured on this {host} machine** ({', '.join(measured)}): "
-            f"its latency and accuracy here come from this CPU's INT8 kernels, not {target}'s; "
-            f"measure it on a {target} machine, or build it for {host} to ship here."
-        )
-    return notes
-
-
-def budget_note(name: str, budget: dict) -> str:
-    """What an accuracy budget kept in float, and what that costs."""
-
-    def shown(value: float) -> str:
-        return f"{100 * value:.2f}%" if budget["metric"] == "top1" else f"{value:.5f}"
-
-    verdict = "met" if budget["met"] else "**NOT met**"
-    text = (
-        f"{name}: budget {budget['metric']} drop ≤ {shown(budget['max_drop'])} {verdict}: "
-        f"{shown(budget['int8'])} against float {shown(budget['float'])} on the {budget['checked_on']}"
-    )
-    if not budget["kept_float"]:
-        return text + "; every quantizable node is INT8."
-    kept = ", ".join(
-        f"{k['node']} ({k['op_type']}{', ' + k['module'] if k['module'] else ''})" for k in budget["kept_float"]
-    )
-    text += f"; kept in float, most sensitive first: {kept}"
-    if budget["latency_ms"] and budget["latency_ms_all_int8"]:
-        cost = budget["latency_ms"] / budget["latency_ms_all_int8"] - 1
-        text += (
-            f"; batch-1 latency {budget['latency_ms']:.3f} ms against {budget['latency_ms_all_int8']:.3f} ms "
-            f"all-INT8 ({100 * cost:+.0f}%)"
-        )
-    return text + "."
 
 
 def skipped_lines(skipped: list[dict]) -> list[str]:

@@ -1,1 +1,7 @@
-"""The shared vocabulary every layer stands on. Imports nothing else of the project."""
+"""The shared vocabulary every layer stands on; imports nothing else of the project.
+
+artifact (the Artifact record), torch_artifact (saving and rebuilding torch artifacts),
+errors, context (what a stage gets), data (sample splits), factory, onnx_model, numeric,
+machine, cpu and targets. Import the module you need: this package re-exports nothing, so
+importing one stays cheap.
+"""

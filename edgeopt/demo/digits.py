@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeopt.data import Dataset, Split
+from edgeopt.core.data import Dataset, Split
 
 
 def load_digits_dataset(seed: int = 0) -> Dataset:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeopt.data import Dataset, Split
+from edgeopt.core.data import Dataset, Split
 from edgeopt.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, normalise
 
 GRID = (2, 3)

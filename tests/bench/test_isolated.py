@@ -7,7 +7,7 @@ import pytest
 
 from bench.isolated import Job, ServerSettings, run_isolated
 from bench.latency import LatencySettings, harness_overhead, serve, warm_up
-from edgeopt.errors import DataError
+from edgeopt.core.errors import DataError
 from runtimes import load
 from runtimes.base import SessionOptions
 
@@ -39,7 +39,7 @@ def test_rounds_interleave_processes_and_are_pooled(digits_onnx, feeds):
 
 
 def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_path_factory, digits):
-    from edgeopt.artifact import TensorSpec
+    from edgeopt.core.artifact import TensorSpec
     from tests.conftest import build_factory
 
     inputs = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)

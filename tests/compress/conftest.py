@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from compress.train import Training, fit
-from edgeopt.artifact import TensorSpec
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import TensorSpec, TorchSource
+from edgeopt.core.context import StageContext
 from edgeopt.demo.digits import load_digits_dataset
-from edgeopt.models import load_factory
+from edgeopt.sources import load_factory
 
 INPUTS = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)
 HERE = Path(__file__).parent
@@ -30,14 +30,16 @@ def make_context(tmp_path_factory, digits):
 
     def make() -> StageContext:
         out_dir = tmp_path_factory.mktemp(f"stage{next(counter)}")
-        return StageContext(out_dir, digits.probe(), calibration=digits.train, evaluation=digits.validation)
+        return StageContext(
+            out_dir, digits.probe(), calibration=digits.train, evaluation=digits.validation, training=digits.train
+        )
 
     return make
 
 
 def trained_artifact(make_context, digits, reference: str, kwargs: dict, epochs: int = 3):
     """Train the factory's module briefly and load it as the pipeline loads a factory source."""
-    from edgeopt.factory import resolve_factory
+    from edgeopt.core.factory import resolve_factory
 
     torch.manual_seed(0)
     module = resolve_factory(reference, HERE)(**kwargs)
@@ -45,7 +47,10 @@ def trained_artifact(make_context, digits, reference: str, kwargs: dict, epochs:
     context = make_context()
     weights = context.out_dir / "trained.pt"
     torch.save(module.state_dict(), weights)
-    return load_factory(reference, kwargs, weights, HERE, INPUTS, ("logits",), make_context())
+    out_dir = make_context().out_dir
+    return load_factory(
+        TorchSource(reference, kwargs, str(HERE)), weights, INPUTS, ("logits",), out_dir, digits.probe()
+    )
 
 
 @pytest.fixture(scope="session")

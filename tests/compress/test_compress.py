@@ -22,15 +22,15 @@ from compress.prune import (
 from compress.share import ShareWeightsOptions, cluster, share_weights
 from compress.sweep import TrainStructureOptions, train_structure
 from compress.train import Training, outputs
+from edgeopt.core.torch_artifact import load_module
 from exporter.torch_export import Exporter, ExportOnnxOptions, export_onnx
-from runtimes.torch_eager import build_module
 from tests.compress.conftest import trained_artifact
 
 QUICK = Training(epochs=1)
 
 
 def _convs(artifact) -> dict[str, torch.nn.Conv2d]:
-    module = build_module(artifact)
+    module = load_module(artifact)
     return {name: m for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
@@ -71,8 +71,8 @@ def test_prune_layers_drops_the_cheapest_block_after_channel_pruning(resnet, mak
     shallower = prune_layers(pruned, PruneLayersOptions(layers=1, fine_tune=QUICK), make_context())
 
     (dropped,) = shallower.facts["compression"]["dropped"]
-    assert isinstance(build_module(shallower).get_submodule(dropped), torch.nn.Identity)
-    assert shallower.facts["factory_kwargs"]["layers"] == pruned.facts["factory_kwargs"]["layers"]
+    assert isinstance(load_module(shallower).get_submodule(dropped), torch.nn.Identity)
+    assert shallower.source.kwargs["layers"] == pruned.source.kwargs["layers"]
     assert shallower.facts["parameters"] < pruned.facts["parameters"]
     assert shallower.verification.passed
 
@@ -80,7 +80,7 @@ def test_prune_layers_drops_the_cheapest_block_after_channel_pruning(resnet, mak
 def test_prune_magnitude_holds_the_zeros_through_fine_tuning(resnet, make_context):
     sparse = prune_magnitude(resnet, PruneMagnitudeOptions(sparsity=0.6, fine_tune=QUICK), make_context())
 
-    module = build_module(sparse)
+    module = load_module(sparse)
     weights = torch.cat(
         [m.weight.flatten() for m in module.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
     )
@@ -95,7 +95,7 @@ def test_distill_trains_the_student_and_its_baselines(resnet, make_context):
     student = distill(resnet, options, make_context())
 
     facts = student.facts["compression"]
-    assert student.facts["factory"] == "compress.models:DigitsResNet"
+    assert student.source.factory == "compress.models:DigitsResNet"
     assert student.facts["parameters"] < resnet.facts["parameters"] / 3
     assert len(facts["baseline_validation_top1"]) == 2
     assert facts["baseline_validation_top1_mean"] == pytest.approx(np.mean(facts["baseline_validation_top1"]))
@@ -108,7 +108,7 @@ def test_ensemble_mean_is_the_log_of_the_members_mean_probability(resnet, make_c
 
     combined = ensemble(resnet, options, make_context())
 
-    module = build_module(combined)
+    module = load_module(combined)
     names = ["image"]
     probabilities = [outputs(m, digits.test, names).softmax(dim=1) for m in module.members]
     expected = torch.stack(probabilities).mean(dim=0).log()
@@ -121,7 +121,7 @@ def test_ensemble_vote_takes_the_majority(resnet, make_context, digits):
     members = [Member(kwargs={"width": 4}, seed=seed) for seed in (0, 1, 2)]
     voted = ensemble(resnet, EnsembleOptions(members=members, combine="vote", training=QUICK), make_context())
 
-    module = build_module(voted)
+    module = load_module(voted)
     answers = torch.stack([outputs(m, digits.test, ["image"]).argmax(dim=1) for m in module.members])
     chosen = outputs(module, digits.test, ["image"]).argmax(dim=1)
     majority, count = torch.mode(answers, dim=0)
@@ -137,7 +137,7 @@ def test_ensemble_cascade_sends_unsure_samples_to_the_large_model(resnet, make_c
 
     cascade = ensemble(resnet, options, make_context())
 
-    module = build_module(cascade)
+    module = load_module(cascade)
     expected = outputs(module.members[answering], digits.test, ["image"])
     torch.testing.assert_close(outputs(module, digits.test, ["image"]), expected)
     onnx_artifact = _exported(cascade, make_context, Exporter.TORCHSCRIPT)
@@ -150,7 +150,7 @@ def test_ensemble_stacking_fits_a_meta_model_that_exports(resnet, make_context):
 
     stacked = ensemble(resnet, EnsembleOptions(mode="stacking", members=members, training=QUICK), make_context())
 
-    assert build_module(stacked).stacker.in_features == 20
+    assert load_module(stacked).stacker.in_features == 20
     _exported(stacked, make_context)
 
 
@@ -173,7 +173,7 @@ def test_share_weights_leaves_sixteen_values_and_packs_them_into_a_smaller_file(
 
     shared = share_weights(resnet, ShareWeightsOptions(clusters=16, tie=tie), make_context())
 
-    module = build_module(shared)
+    module = load_module(shared)
     for conv in (m for m in module.modules() if isinstance(m, torch.nn.Conv2d)):
         assert len(torch.unique(conv.weight)) <= 16
     parameters = dict(module.named_parameters())
@@ -195,7 +195,7 @@ def test_train_structure_rebuilds_the_factory_with_other_kwargs(resnet, make_con
 
     narrower = train_structure(resnet, options, make_context())
 
-    module = build_module(narrower)
+    module = load_module(narrower)
     assert module.stem[0].out_channels == 4
     assert isinstance(module.stem[2], torch.nn.GELU)
-    assert narrower.facts["factory_kwargs"] == {"width": 4, "activation": "gelu"}
+    assert narrower.source.kwargs == {"width": 4, "activation": "gelu"}

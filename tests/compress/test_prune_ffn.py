@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from compress.prune_ffn import PruneFfnOptions, prune_ffn
-from edgeopt.context import StageContext
-from edgeopt.data import Split
-from edgeopt.errors import RecipeError
-from runtimes.torch_eager import build_module
+from edgeopt.core.context import StageContext
+from edgeopt.core.data import Split
+from edgeopt.core.errors import RecipeError
+from edgeopt.core.torch_artifact import load_module
 
 BLOCKS = ("bert.encoder.layer.0", "bert.encoder.layer.1")
 
@@ -32,7 +32,7 @@ def test_neurons_that_never_vary_go_first_and_their_mean_stays_in_the_bias(bert_
     """A quarter of each block's neurons made constant (zero weights, a bias): they carry no
     variance, so they are the ones removed, and folding their value into the output bias
     leaves the model's function as it was."""
-    module = build_module(bert_torch)
+    module = load_module(bert_torch)
     constant = torch.arange(0, 128, 4)
     with torch.no_grad():
         for block in BLOCKS:
@@ -47,7 +47,7 @@ def test_neurons_that_never_vary_go_first_and_their_mean_stays_in_the_bias(bert_
 
     result = prune_ffn(source, PruneFfnOptions(ratio=0.25, round_to=32), dataclasses.replace(context, out_dir=out))
 
-    pruned = build_module(result)
+    pruned = load_module(result)
     for block in BLOCKS:
         assert pruned.get_submodule(f"{block}.intermediate.dense").out_features == 96
         assert pruned.get_submodule(f"{block}.output.dense").in_features == 96
@@ -60,7 +60,7 @@ def test_neurons_that_never_vary_go_first_and_their_mean_stays_in_the_bias(bert_
 
 def test_pruning_real_neurons_changes_the_output_a_little(bert_torch, bert_probe, context):
     result = prune_ffn(bert_torch, PruneFfnOptions(ratio=0.25, round_to=32), context)
-    expected, actual = _run(build_module(bert_torch), bert_probe), _run(build_module(result), bert_probe)
+    expected, actual = _run(load_module(bert_torch), bert_probe), _run(load_module(result), bert_probe)
     cosine = (expected * actual).sum(-1) / np.linalg.norm(expected, axis=-1) / np.linalg.norm(actual, axis=-1)
     assert 0.9 < cosine.min() < 1 - 1e-6
     assert result.facts["parameters"] < result.facts["compression"]["parameters_before"]

@@ -104,7 +104,7 @@ def test_cli_run_target_builds_int8_for_it_under_its_own_key(mlp_recipe, tmp_pat
         results = json.loads((out / "results.json").read_text())
         int8 = results["artifacts"]["int8"]
         assert int8["target"] == target and int8["options"]["target"] == target
-        model = onnx.load(str(out / int8["facts"]["cache_key"][:12] / "model.onnx"))
+        model = onnx.load(str(out / int8["cache_key"][:12] / "model.onnx"))
         weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
         built[target] = (int8["sha256"], max(int(abs(w.astype(int)).max()) for w in weights))
         report = (out / "report.md").read_text()

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edgeopt.artifact import TensorSpec
-from edgeopt.data import load_npz
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.data import load_npz
+from edgeopt.core.errors import DataError
 
 INPUTS = (TensorSpec("image", ("batch", 1, 8, 8), "float32"),)
 GOOD = np.zeros((4, 1, 8, 8), np.float32)

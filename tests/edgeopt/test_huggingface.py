@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edgeopt.cli import main
-from edgeopt.errors import ModelLoadError
+from edgeopt.core.errors import ModelLoadError
 from edgeopt.huggingface import check_directory, encoder
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeopt.artifact import TensorSpec
 from edgeopt.cli import main
-from edgeopt.context import probe_fingerprint
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.context import probe_fingerprint
+from edgeopt.core.errors import DataError
 from edgeopt.image_folder import default_preprocess, load_image_folder
 from edgeopt.images import Preprocess
 

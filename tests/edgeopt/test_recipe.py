@@ -5,7 +5,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeopt.errors import RecipeError
+from edgeopt.core.errors import RecipeError
 from edgeopt.recipe import load_recipe, validate_recipe
 
 ROOT = Path(__file__).parents[2]

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from edgeopt.artifact import ARTIFACT_JSON, IO, Artifact, Format, Precision, TensorSpec
+from edgeopt.core.artifact import ARTIFACT_JSON, IO, Artifact, Format, Precision, TensorSpec
 from edgeopt.store import Store, stage_key
 
 KEY = "ab" * 32
@@ -26,7 +26,7 @@ def test_store_build_then_get_returns_the_same_artifact(tmp_path):
     again = Store(tmp_path).get(KEY)
     assert again == built
     assert built.path == tmp_path / KEY[:12] / "model.bin"
-    assert built.sha256 and built.facts["cache_key"] == KEY
+    assert built.sha256 and built.cache_key == KEY
 
 
 def test_store_interrupted_build_leaves_nothing_behind(tmp_path):

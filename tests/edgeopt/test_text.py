@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeopt.artifact import TensorSpec
 from edgeopt.cli import main
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.errors import DataError
 from edgeopt.text import TextSource, load_text, pydoc_passages
 from tests.conftest import BERT_INPUTS
 

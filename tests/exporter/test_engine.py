@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeopt.artifact import Artifact, Precision
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import Artifact, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import DataError, RecipeError
+from edgeopt.core.onnx_model import load_onnx
 from edgeopt.core.targets import Target
-from edgeopt.errors import DataError, RecipeError
 from edgeopt.store import Store
 from exporter.engine import BuildTrtOptions, DimRangeOption, asymmetric_quantizers, build_trt, with_batch_range
-from exporter.onnx_io import load_onnx
 from exporter.quantize import QuantizeInt8Options, quantize_int8
 from runtimes import load, probe
 
@@ -110,8 +110,8 @@ def test_build_trt_engines_in_each_precision_verify_against_their_source(digits_
     for key, source in (("a", digits_onnx), ("b", fp16), ("c", quantized[Target.TENSORRT])):
         engine = _engine(store, source, digits, key)
         assert engine.verification.passed, engine.verification
-        assert engine.precision is source.precision and engine.facts["engine"]["strongly_typed"]
-        assert engine.facts["engine"]["profile"]["image"]["max"] == [64, 1, 8, 8]
+        assert engine.precision is source.precision and engine.engine["strongly_typed"]
+        assert engine.engine["profile"]["image"]["max"] == [64, 1, 8, 8]
     assert list((tmp_path / "tensorrt-timing").glob("tensorrt-*.cache"))
 
 
@@ -170,7 +170,7 @@ def test_fp16_flag_over_fp32_builds_on_tensorrt_10_and_is_refused_on_11(digits_o
     if tensorrt.__version__.startswith("10."):
         engine = _engine(Store(tmp_path), digits_onnx, digits, "g", precision="fp16")
         assert engine.precision is Precision.FP16 and engine.verification.passed
-        assert engine.facts["engine"]["builder_flags"] == ["FP16"]
+        assert engine.engine["builder_flags"] == ["FP16"]
     else:
         with pytest.raises(RecipeError, match=r"no BuilderFlag\.FP16"):
             _engine(Store(tmp_path), digits_onnx, digits, "g", precision="fp16")

@@ -1,8 +1,8 @@
 import numpy as np
 import onnx
 
-from edgeopt.artifact import Precision
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import Precision
+from edgeopt.core.context import StageContext
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from runtimes import load
 

@@ -6,8 +6,8 @@ import pytest
 from onnx import numpy_helper
 
 from bench.accuracy import predict, score
-from edgeopt.artifact import Precision
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import Precision
+from edgeopt.core.context import StageContext
 from edgeopt.core.targets import Target, host_target
 from exporter.calibration import SplitReader
 from exporter.quantize import (
@@ -155,7 +155,7 @@ def test_quantize_dynamic_builds_each_targets_weights_on_any_host(
 
 
 def test_quantize_dynamic_refuses_the_tensorrt_target(bert_onnx, bert_probe, tmp_path):
-    from edgeopt.errors import RecipeError
+    from edgeopt.core.errors import RecipeError
 
     with pytest.raises(RecipeError, match="TensorRT runs no dynamic INT8"):
         quantize_dynamic(bert_onnx, QuantizeDynamicOptions(target=Target.TENSORRT), StageContext(tmp_path, bert_probe))
@@ -211,8 +211,8 @@ def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path)
 
 
 def test_budget_on_top1_needs_labels(digits_simplified, digits, tmp_path):
-    from edgeopt.data import Split
-    from edgeopt.errors import DataError
+    from edgeopt.core.data import Split
+    from edgeopt.core.errors import DataError
     from exporter.quantize import Budget
 
     unlabelled = Split(digits.test.inputs, None)

@@ -3,7 +3,7 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from edgeopt.context import StageContext
+from edgeopt.core.context import StageContext
 from exporter.simplify import Simplifier, SimplifyOptions, simplify
 
 

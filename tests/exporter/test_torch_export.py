@@ -4,10 +4,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeopt.artifact import Format, Precision
-from edgeopt.context import StageContext
+from edgeopt.core.artifact import Format, Precision
+from edgeopt.core.context import StageContext
+from edgeopt.core.numeric import Tolerance, compare_outputs
 from exporter.torch_export import Exporter, ExportOnnxOptions, export_onnx
-from exporter.verify import Tolerance, compare_outputs
 from runtimes import load
 
 
@@ -72,7 +72,7 @@ def test_compare_outputs_fails_on_non_finite_values():
 
 
 def test_verification_round_trips_through_artifact_json(digits_onnx):
-    from edgeopt.artifact import Artifact
+    from edgeopt.core.artifact import Artifact
 
     reloaded = Artifact.load(digits_onnx.directory)
     assert reloaded == digits_onnx

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeopt.errors import RuntimeUnavailable
+from edgeopt.core.errors import RuntimeUnavailable
 from runtimes import RUNTIMES, available, load, probe
 from runtimes.base import SessionOptions
 

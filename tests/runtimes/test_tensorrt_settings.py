@@ -3,8 +3,8 @@ precision, profiles from symbolic dims, and engine metadata compatibility."""
 
 import pytest
 
-from edgeopt.artifact import Precision, TensorSpec
-from edgeopt.errors import RecipeError, RuntimeUnavailable
+from edgeopt.core.artifact import Precision, TensorSpec
+from edgeopt.core.errors import RecipeError, RuntimeUnavailable
 from runtimes.tensorrt import timing_cache_name
 from runtimes.tensorrt_settings import (
     Device,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.artifact import TensorSpec
-from edgeopt.errors import DataError
+from edgeopt.core.artifact import TensorSpec
+from edgeopt.core.errors import DataError
 
 LABELS = "labels"
 

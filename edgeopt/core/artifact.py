@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACT_JSON = "artifact.json"
+# artifact.json's layout; a record of another version is rebuilt, not read
+RECORD_VERSION = 2
 
 
 class Format(StrEnum):
@@ -90,9 +92,36 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class TorchSource:
+    """How a torch artifact's module is rebuilt: `factory` (package.module:function, looked
+    up in `search_dir` first) called with `kwargs`, then the saved state dict; or a whole
+    pickled module the recipe trusted, re-read only while its sha256 still matches."""
+
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    search_dir: str | None = None
+    pickled: str | None = None
+    pickled_sha256: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TorchSource:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Artifact:
-    """A built model. `parent` is the sha256 of the artifact it was made from; `target` the
-    machine it was built for, where that shaped it (INT8)."""
+    """A built model and what later stages, runtimes and the report read of it.
+
+    parent: the sha256 of the artifact it was made from.
+    target: the machine it was built for, where that shaped it (INT8).
+    source: how a torch artifact's module is rebuilt.
+    modules: ONNX node name → the PyTorch module it came from, where the export said.
+    not_for: runtime id → why this artifact is not measured there.
+    engine: a TensorRT engine's build record (runtimes.tensorrt_settings.EngineMeta as JSON).
+    cache_key: the key the store built it under.
+    facts: figures for the report (sizes, node counts, what a stage did); nothing reads
+    them to decide anything.
+    """
 
     path: Path
     format: Format
@@ -103,8 +132,13 @@ class Artifact:
     io: IO
     sha256: str = ""
     verification: Verification | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
+    source: TorchSource | None = None
+    modules: dict[str, str] = field(default_factory=dict)
+    not_for: dict[str, str] = field(default_factory=dict)
+    engine: dict[str, Any] | None = None
+    cache_key: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -112,6 +146,7 @@ class Artifact:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["record_version"] = RECORD_VERSION
         data["path"] = self.path.name
         data["format"] = str(self.format)
         data["precision"] = str(self.precision)
@@ -128,8 +163,11 @@ class Artifact:
 
     @classmethod
     def load(cls, directory: Path) -> Artifact:
+        """The artifact recorded in `directory`; ValueError for a record of another layout."""
         data = json.loads((directory / ARTIFACT_JSON).read_text())
-        verification = data.get("verification")
+        if data.get("record_version") != RECORD_VERSION:
+            raise ValueError(f"{directory / ARTIFACT_JSON}: record version {data.get('record_version')}")
+        verification, source = data["verification"], data["source"]
         return cls(
             path=directory / data["path"],
             format=Format(data["format"]),
@@ -140,8 +178,13 @@ class Artifact:
             io=IO.from_json(data["io"]),
             sha256=data["sha256"],
             verification=Verification.from_json(verification) if verification else None,
-            facts=data.get("facts", {}),
-            target=data.get("target"),
+            target=data["target"],
+            source=TorchSource.from_json(source) if source else None,
+            modules=data["modules"],
+            not_for=data["not_for"],
+            engine=data["engine"],
+            cache_key=data["cache_key"],
+            facts=data["facts"],
         )
 
     def moved_to(self, directory: Path) -> Artifact:
@@ -165,3 +208,11 @@ def canonical_sha256(value: Any) -> str:
     """sha256 of canonical JSON: the cache key of a stage run."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

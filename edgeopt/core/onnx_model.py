@@ -1,4 +1,5 @@
-"""Loading and saving ONNX models safely, including models over protobuf's 2 GB limit.
+"""ONNX models: loaded and saved safely (models over protobuf's 2 GB limit included), checked
+before any work, and the facts read off them (inputs and outputs, node and parameter counts).
 
 External-data locations must stay inside the model's folder: no absolute paths, no
 `..`, no symlinks leading out. Models whose weights pass EXTERNAL_DATA_BYTES are saved
@@ -7,12 +8,16 @@ with their tensors in one `<name>.data` file beside them.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from pathlib import Path
 
 import onnx
+from onnx import helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from edgeopt.errors import ModelLoadError, first_line
+from edgeopt.core.artifact import IO, TensorSpec, file_sha256
+from edgeopt.core.errors import ModelLoadError, first_line
 
 # protobuf cannot serialise a message over 2 GB; stay well below it.
 EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -97,8 +102,6 @@ def check_declared_inputs(path: Path, inputs) -> None:
 def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
     """A user's model, validated before any work: parses, external data confined, passes
     the ONNX checker, a known opset, and inputs edgeopt can feed."""
-    from exporter.onnx_facts import graph_io
-
     model = load_onnx(path, load_weights=load_weights)
     try:
         check_onnx(path)
@@ -112,3 +115,82 @@ def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
         )
     check_declared_inputs(path, graph_io(model).inputs)
     return model
+
+
+def tensor_specs(values) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor_type.shape.dim)
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        except (KeyError, ValueError):  # not a tensor (a sequence, a map) or an unknown element type
+            dtype = "object"
+        specs.append(TensorSpec(value.name, dims, dtype))
+    return tuple(specs)
+
+
+def graph_io(model: onnx.ModelProto) -> IO:
+    """Graph inputs that are not initializers (older exports list weights as inputs)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    return IO(tensor_specs(inputs), tensor_specs(model.graph.output))
+
+
+def model_facts(model: onnx.ModelProto, path: Path) -> dict:
+    """Numbers recorded on an ONNX artifact and shown in the report."""
+    size_bytes = file_bytes(path)
+    parameters = sum(int(_numel(t.dims)) for t in model.graph.initializer)
+    return {
+        "size_bytes": size_bytes,
+        "node_count": len(model.graph.node),
+        "op_histogram": dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
+        "parameters": parameters,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+    }
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes on disk: the model file and the external-data files it names."""
+    on_disk = onnx.load(str(path), load_external_data=False)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(path, on_disk))
+
+
+def input_facts(model: onnx.ModelProto, path: Path) -> dict:
+    """A transform's record of what it started from, for the report's before → after."""
+    facts = model_facts(model, path)
+    return {key: facts[key] for key in ("node_count", "op_histogram", "parameters", "size_bytes")}
+
+
+def _numel(dims) -> int:
+    count = 1
+    for d in dims:
+        count *= d
+    return count
+
+
+def node_modules(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX node name → the PyTorch module it came from, as the exporter recorded it:
+    dynamo in `pkg.torch.onnx.name_scopes`, the TorchScript exporter in the node name."""
+    import ast
+
+    modules = {}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes:
+            names = ast.literal_eval(scopes)  # a list of strings; literal_eval evaluates no code
+            module = next((name for name in reversed(names[:-1]) if name), None)
+        else:
+            path = node.name.strip("/").split("/")[:-1] if node.name.startswith("/") else []
+            module = path[-1] if path else None
+        if module:
+            modules[node.name] = module
+    return modules
+
+
+def onnx_source_sha256(path: Path) -> str:
+    """Hash an ONNX file and the external-data files it names (each confined to its folder)."""
+    digest = hashlib.sha256(file_sha256(path).encode())
+    for data_file in external_data_files(path, load_onnx(path, load_weights=False)):
+        digest.update(data_file.name.encode() + file_sha256(data_file).encode())
+    return digest.hexdigest()

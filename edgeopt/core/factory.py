@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeopt.errors import ModelLoadError
+from edgeopt.core.errors import ModelLoadError
 
 
 def resolve_factory(reference: str, search_dir: Path | None = None) -> Callable:

@@ -5,9 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.errors import ModelLoadError
-from exporter import onnx_io
-from exporter.onnx_io import load_onnx, save_onnx
+from edgeopt.core import onnx_model
+from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.onnx_model import load_onnx, save_onnx
 
 
 def _matmul_model(weight_count: int = 4096) -> onnx.ModelProto:
@@ -36,7 +36,7 @@ def _with_location(tmp_path, location: str):
 
 
 def test_save_onnx_large_models_keep_weights_in_one_data_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_BYTES", 1000)
+    monkeypatch.setattr(onnx_model, "EXTERNAL_DATA_BYTES", 1000)
     save_onnx(_matmul_model(), tmp_path / "big.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
     loaded = load_onnx(tmp_path / "big.onnx")
@@ -47,11 +47,11 @@ def test_save_onnx_large_models_keep_weights_in_one_data_file(tmp_path, monkeypa
 
 def test_stages_carry_external_data_through_simplify_and_fp16(tmp_path, monkeypatch):
     from edgeopt.commands import open_artifact
-    from edgeopt.context import StageContext
+    from edgeopt.core.context import StageContext
     from exporter.fp16 import ConvertFp16Options, convert_fp16
     from exporter.simplify import SimplifyOptions, simplify
 
-    monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_BYTES", 1000)
+    monkeypatch.setattr(onnx_model, "EXTERNAL_DATA_BYTES", 1000)
     save_onnx(_matmul_model(), tmp_path / "big.onnx")
     probe = {"x": np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)}
     for folder in ("simple", "half"):
@@ -121,7 +121,7 @@ def _huge_model(folder, rows: int = 3_000_000, width: int = 64, tables: int = 3)
 @pytest.mark.slow
 def test_models_over_2gb_round_trip_through_simplify_and_fp16(tmp_path):
     from edgeopt.commands import open_artifact
-    from edgeopt.context import StageContext
+    from edgeopt.core.context import StageContext
     from exporter.fp16 import ConvertFp16Options, convert_fp16
     from exporter.simplify import SimplifyOptions, simplify
 

@@ -1,0 +1,167 @@
+"""The measurement plan of a run: which artifact runs on which runtime, its accuracy on the
+held-out test split here, and its latency in isolated, interleaved worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.accuracy import predict, score
+from bench.isolated import SERVER_MIN_MS, Benchmark, Job, ServerSettings, run_isolated
+from bench.latency import LatencySettings
+from bench.results import Row
+from bench.steadiness import Steadiness
+from edgeopt import log as progress_log
+from edgeopt.core.artifact import Artifact
+from edgeopt.core.data import Dataset, Split
+from edgeopt.recipe import BenchSettings, LoadedRecipe
+from runtimes import RUNTIMES, load, probe
+from runtimes.base import SessionOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Measured:
+    rows: list[Row]
+    skipped: list[dict]  # {"variant", "runtime", "reason"}: what was not measured, and why
+    scenarios: list[dict]
+    steadiness: Steadiness | None
+
+
+def benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset) -> Measured:
+    """Every artifact on every runtime of the recipe that runs its format, measured in the
+    order the recipe lists them (the accuracy reference, `model`, first)."""
+    settings = loaded.recipe.bench
+    plan, skipped = _plan(loaded, artifacts)
+    jobs = _jobs(plan, artifacts, settings, skipped)
+    accuracy = _accuracy(plan, artifacts, dataset, settings)
+    server = ServerSettings(**settings.server.model_dump()) if settings.server else None
+    timed = _time(jobs, dataset.test, settings, server)
+    rows = [
+        _row(job, batch, measurement, artifacts[job.variant], accuracy[(job.variant, job.runtime)], settings)
+        for (job, batch), measurement in timed.measured.items()
+    ]
+    rows.sort(key=lambda r: (r.batch, r.threads, list(artifacts).index(r.variant), r.runtime))
+    for job in jobs:
+        if server and 1 in job.batches and job not in timed.served:
+            reason = f"server scenario, {job.threads} threads: batch-1 latency under {SERVER_MIN_MS} ms, too short to tell the model from the request dispatch"
+            skipped.append({"variant": job.variant, "runtime": job.runtime, "reason": reason})
+    scenarios = [_scenario(job, served, server) for job, served in timed.served.items()]
+    return Measured(rows, skipped, scenarios, timed.steadiness)
+
+
+def _plan(loaded: LoadedRecipe, artifacts: dict[str, Artifact]) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(variant, runtime) pairs to measure, and what is skipped with its reason."""
+    plan, skipped, warned = [], [], set()
+    for name in ["model", *loaded.recipe.variants]:
+        artifact = artifacts.get(name)
+        if artifact is None:  # not built on this machine
+            continue
+        for runtime_id in loaded.recipe.runtimes:
+            if RUNTIMES[runtime_id].format != artifact.format:
+                continue
+            if runtime_id in artifact.not_for:
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": artifact.not_for[runtime_id]})
+                continue
+            availability = probe(runtime_id)
+            if not availability.ok:
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": availability.reason})
+                if runtime_id not in warned:
+                    log.warning("not measured on %s: %s", runtime_id, availability.reason)
+                    warned.add(runtime_id)
+                continue
+            plan.append((name, runtime_id))
+    return plan, skipped
+
+
+def _jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, skipped: list[dict]) -> list[Job]:
+    """One worker per artifact × runtime × thread count, timing the batches its model takes."""
+    jobs = []
+    for name, runtime_id in plan:
+        fixed = artifacts[name].io.inputs[0].shape[0]
+        batches = tuple(b for b in settings.batch_sizes if not isinstance(fixed, int) or b == fixed)
+        for batch in sorted(set(settings.batch_sizes) - set(batches)):
+            reason = f"batch {batch}: the model's batch dim is fixed at {fixed}"
+            skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
+        # a GPU runtime's speed does not follow the CPU thread count: one setting is enough
+        thread_counts = settings.threads if RUNTIMES[runtime_id].device == "cpu" else [max(settings.threads)]
+        jobs += [Job(name, runtime_id, threads, artifacts[name].directory, batches) for threads in thread_counts]
+    return jobs
+
+
+def _time(jobs: list[Job], test: Split, settings: BenchSettings, server: ServerSettings | None) -> Benchmark:
+    latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
+    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs), settings.rounds)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
+        feeds = Path(scratch) / "feeds.npz"
+        np.savez(feeds, **{f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(test, b).items()})
+        batches = len(set(settings.batch_sizes))
+        with progress_log.progress("benchmarking", batches * settings.rounds) as advance:
+            return run_isolated(
+                jobs, feeds, latency, settings.rounds, settings.harness_overhead, server, on_done=advance
+            )
+
+
+def _row(job: Job, batch: int, measurement, artifact: Artifact, accuracy, settings: BenchSettings) -> Row:
+    return Row(
+        variant=job.variant,
+        runtime=job.runtime,
+        precision="fp16" if RUNTIMES[job.runtime].half else str(artifact.precision),
+        batch=batch,
+        threads=job.threads,
+        load_s=measurement.load_s,
+        latency=measurement.latency,
+        accuracy=accuracy,
+        round_p50_ms=measurement.round_p50_ms,
+        spread=measurement.spread,
+        stable=measurement.spread <= settings.stability_threshold,
+        baseline_rss_mb=measurement.baseline_rss_mb,
+        peak_rss_mb=measurement.peak_rss_mb,
+        warmup_runs=measurement.warmup_runs,
+        harness_overhead=measurement.harness_overhead,
+        device_latency=measurement.device_latency,
+    )
+
+
+def _scenario(job: Job, served, server: ServerSettings) -> dict:
+    return {
+        "scenario": "server",
+        "variant": job.variant,
+        "runtime": job.runtime,
+        "threads": job.threads,
+        "load": server.load,
+        "concurrency": server.concurrency,
+        "rate_per_s": served.rate_per_s,
+        "requests": served.latency.runs,
+        "p50_ms": served.latency.p50_ms,
+        "p90_ms": served.latency.p90_ms,
+        "p99_ms": served.latency.p99_ms,
+    }
+
+
+def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: BenchSettings) -> dict:
+    """Each artifact × runtime on the whole test split; agreement against the first one."""
+    results = {}
+    reference = None
+    for name, runtime_id in plan:
+        artifact = artifacts[name]
+        fixed = artifact.io.inputs[0].shape[0]
+        batch_size = fixed if isinstance(fixed, int) else settings.accuracy_batch_size
+        with load(runtime_id, artifact, SessionOptions(threads=max(settings.threads))) as session:
+            outputs = predict(session, dataset.test, batch_size)
+        if reference is None:
+            reference = outputs
+        results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)
+    return results
+
+
+def _batch(split: Split, size: int) -> dict:
+    """The first `size` held-out samples, repeated if the split is smaller."""
+    index = np.arange(size) % len(split)
+    return {name: np.ascontiguousarray(array[index]) for name, array in split.inputs.items()}
