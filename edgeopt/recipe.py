@@ -30,6 +30,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+MODEL_SOURCES = ("builtin", "factory", "onnx", "torchscript", "exported", "pickled", "huggingface")
+
+
 class ModelSource(_Strict):
     builtin: str | None = Field(
         None,
@@ -50,6 +53,14 @@ class ModelSource(_Strict):
         Pooling.MEAN,
         description="Hugging Face encoders: mean (sentence embedding: masked mean, L2-normalised) or none",
     )
+    torchscript: Path | None = Field(
+        None, description="a TorchScript archive (torch.jit.save); loading it runs the archive's TorchScript code"
+    )
+    exported: Path | None = Field(
+        None,
+        description="an exported program (torch.export.save, .pt2); a graph of torch operators, no code is run; "
+        "its inputs are read from it unless given",
+    )
     pickled: Path | None = Field(
         None, description="a whole pickled nn.Module (torch.save(model)); loading it runs code from the file"
     )
@@ -59,11 +70,9 @@ class ModelSource(_Strict):
     def _one_source(self) -> ModelSource:
         from edgeopt.models import BUILTIN_MODELS
 
-        given = [k for k in ("builtin", "factory", "onnx", "pickled", "huggingface") if getattr(self, k) is not None]
+        given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of builtin, factory, onnx, pickled, huggingface (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (got {', '.join(given) or 'none'})")
         if self.pickled is not None and not self.trust_pickle:
             raise ValueError(
                 "loading a pickled model runs code from the file: set trust_pickle: true only for a file "
@@ -84,6 +93,14 @@ class ModelSource(_Strict):
     @property
     def is_huggingface(self) -> bool:
         return self.huggingface is not None or self.builtin in PRETRAINED
+
+    @property
+    def file(self) -> tuple[str, Path] | None:
+        """A whole-model torch file: (its kind, as ModelFile names it, and its path)."""
+        for key, kind in (("torchscript", "torchscript"), ("exported", "exported"), ("pickled", "pickle")):
+            if getattr(self, key) is not None:
+                return kind, getattr(self, key)
+        return None
 
 
 class InputSpec(_Strict):
@@ -156,7 +173,9 @@ class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
     model: ModelSource
     inputs: list[InputSpec] | None = Field(
-        None, description="required for factory models; built-in and ONNX models declare their own"
+        None,
+        description="required for factory, TorchScript and pickled models; built-in, ONNX and exported models "
+        "declare their own",
     )
     outputs: list[str] | None = Field(None, description="output names for a factory model")
     data: DataSource | None = Field(None, description="held-out samples; a built-in model defaults to its own dataset")
@@ -178,10 +197,10 @@ class Recipe(_Strict):
         from edgeopt.stages import STAGES
         from runtimes import RUNTIMES
 
-        if (self.model.factory or self.model.pickled) is not None and self.inputs is None:
-            raise ValueError("a factory or pickled model needs inputs (name, shape, dtype for each)")
-        if self.model.factory is None and self.model.pickled is None and self.outputs is not None:
-            raise ValueError("outputs go with a factory or pickled model only")
+        if (self.model.factory or self.model.torchscript or self.model.pickled) is not None and self.inputs is None:
+            raise ValueError("a factory, TorchScript or pickled model needs inputs (name, shape, dtype for each)")
+        if self.model.factory is None and self.model.file is None and self.outputs is not None:
+            raise ValueError("outputs go with a factory, TorchScript, exported or pickled model only")
         if self.model.builtin is None and self.model.huggingface is None and self.data is None:
             raise ValueError("data is required (a built-in dataset, an .npz, images or text)")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -263,40 +282,69 @@ def validate_recipe(data: Any, path: Path) -> LoadedRecipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(f"{path}: {describe(err, Recipe)}") from err
+        raise RecipeError(summarize(path, problems(err, Recipe))) from err
     options: dict[str, BaseModel] = {}
-    problems = []
+    found = []
     for name, variant in recipe.variants.items():
         stage = STAGES[variant.stage]
         try:
             options[name] = stage.options.model_validate(variant.options)
         except ValidationError as err:
-            problems.append(describe(err, stage.options, prefix=("variants", name, "options")))
+            found += problems(err, stage.options, prefix=("variants", name, "options"))
     loaded = LoadedRecipe(recipe, path, options, build_order(recipe.variants))
     for key, file in (
         ("model.weights", recipe.model.weights),
         ("model.onnx", recipe.model.onnx),
         ("model.huggingface", recipe.model.huggingface and recipe.model.huggingface / "config.json"),
         ("model.pickled", recipe.model.pickled),
+        ("model.torchscript", recipe.model.torchscript),
+        ("model.exported", recipe.model.exported),
         ("data.npz", recipe.data and recipe.data.npz),
     ):
         if file is not None and not loaded.resolve(file).is_file():
-            problems.append(f"{key}: file not found: {loaded.resolve(file)}")
-    if problems:
-        raise RecipeError(f"{path}: {'; '.join(problems)}")
+            found.append(f"{key}: file not found: {loaded.resolve(file)}")
+    if found:
+        raise RecipeError(summarize(path, found))
     return loaded
 
 
+# an error line's length past its subject: a screen line or two
+MAX_LINE = 300
+SHOWN_PROBLEMS = 3
+
+
+def summarize(subject: object, found: list[str]) -> str:
+    """`subject: problem; problem; problem; and N more`: the first few problems, as many as
+    fit about MAX_LINE characters (a single long one is cut), and how many more there are."""
+    budget = max(MAX_LINE - len(str(subject)) - 2, 120)
+    shown = found[:SHOWN_PROBLEMS]
+    while len(shown) > 1 and len("; ".join(shown)) > budget:
+        shown.pop()
+    text = "; ".join(shown)
+    if len(text) > budget:
+        text = text[: budget - 1] + "…"
+    if len(found) > len(shown):
+        text += f"; and {len(found) - len(shown)} more"
+    return f"{subject}: {text}" if subject else text
+
+
 def describe(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:
-    """Pydantic's errors as one line: each key, what is wrong, and the value given."""
+    """Pydantic's errors as one line: each key, what is wrong, and the value given (the
+    first few, and how many more)."""
+    return summarize("", problems(err, model, prefix))
+
+
+def problems(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> list[str]:
+    """Each of pydantic's errors in words: the key, what is wrong, and the value given."""
     parts = []
+    unknown: dict[tuple, list[str]] = {}  # misspelt keys of one mapping make one problem
     for error in err.errors():
         location = (*prefix, *error["loc"])
         key = ".".join(str(p) for p in location) or "recipe"
         if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, error["loc"][:-1])
-            hint = f" (expected one of {', '.join(allowed)})" if allowed else ""
-            parts.append(f"{key}: unknown key{hint}")
+            if error["loc"][:-1] not in unknown:
+                parts.append(error["loc"][:-1])
+            unknown.setdefault(error["loc"][:-1], []).append(key)
         elif error["type"] == "missing":
             parts.append(f"{key}: missing")
         else:
@@ -304,8 +352,18 @@ def describe(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -
             given = error.get("input")
             shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
             parts.append(f"{key}: {message}{shown}")
+    parts = [part if isinstance(part, str) else _unknown_keys(model, part, unknown[part]) for part in parts]
     # a key or value from the file may hold a line break; the message stays one line
-    return "; ".join(parts).replace("\r", "\\r").replace("\n", "\\n")
+    return [part.replace("\r", "\\r").replace("\n", "\\n") for part in parts]
+
+
+def _unknown_keys(model: type[BaseModel], parent: tuple, keys: list[str]) -> str:
+    allowed = _allowed_keys(model, parent)
+    hint = f" (expected one of {', '.join(allowed)})" if allowed else ""
+    if len(keys) == 1:
+        return f"{keys[0]}: unknown key{hint}"
+    names = ", ".join(key.rsplit(".", 1)[-1] for key in keys)
+    return f"{'.'.join(str(p) for p in parent) or 'recipe'}: unknown keys {names}{hint}"
 
 
 def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:

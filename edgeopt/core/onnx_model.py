@@ -104,10 +104,83 @@ def check_declared_inputs(path: Path, inputs) -> None:
             raise ModelLoadError(f"{path}: input '{spec.name}' has type {spec.dtype}, which edgeopt cannot feed")
 
 
+# the domains onnx itself defines; the checker finds their unknown operators
+_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
+
+
+def check_operators(path: Path, model: onnx.ModelProto) -> None:
+    """Every node outside ONNX's own domains runs an operator ONNX Runtime defines, or a
+    function the model holds (ONNX's own domains are the checker's)."""
+    functions = {(function.domain, function.name) for function in model.functions}
+    foreign = [n for n in model.graph.node if n.domain not in _ONNX_DOMAINS and (n.domain, n.op_type) not in functions]
+    if not foreign:
+        return
+    import os
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime's first import
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+
+    known = {(schema.domain, schema.name) for schema in get_all_operator_schema()}
+    for node in foreign:
+        if (node.domain, node.op_type) not in known:
+            raise ModelLoadError(
+                f"{path}: node '{node.name or node.op_type}' runs operator {node.domain}:{node.op_type}, "
+                "which neither ONNX nor ONNX Runtime defines"
+            )
+
+
+def check_wiring(path: Path, graph: onnx.GraphProto) -> None:
+    """Every tensor a node reads, and every graph output, is made by something: a node,
+    a graph input or an initializer (the checker reports this as a sorting problem)."""
+    made = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    made |= {name for node in graph.node for name in node.output}
+    for node in graph.node:
+        for name in node.input:
+            if name not in made:
+                raise ModelLoadError(
+                    f"{path}: tensor '{name}', an input of node '{node.name or node.op_type}' ({node.op_type}), "
+                    "is produced by nothing (no node, graph input or initializer)"
+                )
+    for output in graph.output:
+        if output.name not in made:
+            raise ModelLoadError(f"{path}: graph output '{output.name}' is produced by nothing")
+
+
+# element types packed below a byte: their data sizes are not a count times an item size
+_PACKED = {getattr(onnx.TensorProto, name, -1) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")}
+
+
+def check_initializer_sizes(path: Path, graph: onnx.GraphProto) -> None:
+    """Each initializer holds as many values as its dims say (external data is checked
+    when it is read)."""
+    for tensor in graph.initializer:
+        if uses_external_data(tensor) or tensor.data_type in _PACKED | {0, onnx.TensorProto.STRING}:
+            continue
+        count = int(_numel(tensor.dims))
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            field = helper.tensor_dtype_to_field(tensor.data_type)
+        except (KeyError, ValueError):  # an element type this onnx does not know: the checker says so
+            continue
+        if tensor.raw_data:
+            held, expected, unit = len(tensor.raw_data), count * itemsize, "bytes"
+        else:
+            per_value = 2 if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) else 1
+            held, expected, unit = len(getattr(tensor, field)), count * per_value, "values"
+        if held != expected:
+            raise ModelLoadError(
+                f"{path}: initializer '{tensor.name}' declares dims {list(tensor.dims)} ({expected} {unit}) "
+                f"but its data holds {held} {unit}; the file is damaged or was written wrongly"
+            )
+
+
 def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
     """A user's model, validated before any work: parses, external data confined, passes
     the ONNX checker, a known opset, and inputs edgeopt can feed."""
     model = load_onnx(path, load_weights=load_weights)
+    check_operators(path, model)
+    check_wiring(path, model.graph)
+    check_initializer_sizes(path, model.graph)
     try:
         check_onnx(path)
     except Exception as err:  # onnx.checker.ValidationError and friends
