@@ -66,7 +66,7 @@ def export_command(
     """Export a built-in model, a factory's or a model file's to `output`, verified; nothing
     is written on failure."""
     from edgeopt.core.numeric import describe_failures
-    from edgeopt.recipe import describe
+    from edgeopt.problems import describe
     from exporter.torch_export import ExportOnnxOptions, export_onnx
 
     if weights is not None and not weights.is_file():
@@ -178,7 +178,7 @@ def transform_command(
 def _single_step(stage_name: str, verb: str, options: dict, source: Path, output: Path):
     """What every single-step verb does first: parse the stage's options, check the output
     path, open the ONNX source. Returns (stage, options, artifact)."""
-    from edgeopt.recipe import describe
+    from edgeopt.problems import describe
     from edgeopt.stages import STAGES
 
     stage = STAGES[stage_name]

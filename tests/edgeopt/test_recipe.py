@@ -126,7 +126,7 @@ def test_recipe_many_problems_name_the_first_few_and_count_the_rest(tmp_path):
 
 
 def test_recipe_problems_stay_within_about_300_characters(tmp_path):
-    from edgeopt.recipe import summarize
+    from edgeopt.problems import summarize
 
     assert len(summarize(Path("r.yaml"), ["x" * 1000])) <= 300
     line = summarize(Path("r.yaml"), ["a" * 100, "b" * 100, "c" * 100, "d"])
