@@ -30,11 +30,12 @@ from edgeopt.core.onnx_model import (
 
 
 def keep_initializers_field():
-    """The option every ONNX → ONNX stage has for IR version 3 models."""
+    """The option every ONNX → ONNX stage has for models that list weights as inputs."""
     return Field(
         False,
-        description="an IR version 3 model lists every weight as a graph input too: keep the weights still there "
-        "listed (overridable at run time, so ONNX Runtime folds nothing with them) instead of plain initializers",
+        description="a model that lists its weights as graph inputs too (IR version 3 required it): keep those "
+        "still there listed, overridable at run time (ONNX Runtime then folds nothing with them), instead of "
+        "making them plain initializers",
     )
 
 

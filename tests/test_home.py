@@ -10,8 +10,16 @@ import sys
 
 import pytest
 
-# variables that move a library's caches out of HOME; unset, every default lands there
-_REDIRECTS = ("MPLCONFIGDIR", "TORCH_HOME", "HF_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")
+# variables that move a library's caches out of HOME (unset, every default lands there),
+# and the telemetry switch the suite's conftest sets (edgeopt must set it itself)
+_UNSET = (
+    "MPLCONFIGDIR",
+    "TORCH_HOME",
+    "HF_HOME",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "ORT_DISABLE_TELEMETRY",
+)
 
 
 def _files(folder) -> list[str]:
@@ -30,7 +38,7 @@ def test_run_leaves_home_empty(recipe, mlp_recipe, tmp_path):
     mlp_recipe.write_text(text)
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k not in _REDIRECTS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k not in _UNSET}
     env["HOME"] = str(home)
     before = _files(folder)
     done = subprocess.run(

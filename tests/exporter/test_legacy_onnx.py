@@ -4,6 +4,8 @@ quantized, what was upgraded recorded, and each result verified against the lega
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -125,3 +127,20 @@ def test_quantize_command_on_a_legacy_graph(legacy, tmp_path, capsys, monkeypatc
     np.savez("cal.npz", **legacy.probe(16, seed=3))
     assert main(["quantize", "resnet50.onnx", "--calibration", "cal.npz", "-o", "q.onnx"]) == 0
     assert "opset 9 → 13" in capsys.readouterr().out
+
+
+def test_recipe_on_a_legacy_graph_reports_what_was_upgraded(legacy, tmp_path, capsys, monkeypatch):
+    """A fixed batch of one, verified a sample at a time; the graph table names the upgrade."""
+    _save(legacy, "inception_v2", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    np.savez("data.npz", **legacy.probe(12, seed=4), labels=np.arange(12) % 10)
+    Path("legacy.yaml").write_text(
+        "name: legacy\nmodel: {onnx: inception_v2.onnx}\ndata: {npz: data.npz}\n"
+        "variants: {simple: {stage: simplify}, half: {stage: convert_fp16, from: simple}}\nruntimes: [ort-cpu]\n"
+        "bench: {batch_sizes: [1, 4], warmup_runs: 1, min_runs: 2, min_duration_s: 0, rounds: 2, server: null}\n"
+    )
+    assert main(["run", "legacy.yaml", "--output", "out"]) == 0
+    assert "upgraded IR version 3 → 4, 78 weights no longer graph inputs" in capsys.readouterr().err
+    report = Path("out/report.md").read_text()
+    assert "| simple | 59 → " in report and "upgraded IR version 3 → 4, 78 weights no longer graph inputs;" in report
+    assert "batch 4: the model's batch dim is fixed at 1" in report
