@@ -39,7 +39,7 @@ def verify_against(
     CPU, engines on TensorRT.
 
     Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
-    inputs gets FP16 feeds). `simulate` runs the candidate in its exact INT8 arithmetic
+    inputs gets FP16 feeds), a batch at a time where its batch dim is fixed. `simulate` runs the candidate in its exact INT8 arithmetic
     (`simulated_options`), for artifacts built for another machine's kernels;
     `simulate_reference` does the same for the reference.
     """
@@ -51,8 +51,21 @@ def verify_against(
         options = simulated_options(artifact.path) if simulated else SessionOptions()
         with load(runtimes[artifact.format], artifact, dataclasses.replace(options, verbose=verbose)) as session:
             feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
-            outputs.append(session.run(feeds))
+            outputs.append(_run_in_batches(session, feeds))
     expected, actual = outputs
     simulated = " (INT8 simulated)" if simulate or simulate_reference else ""
     name = f"{reference.stage} {reference.sha256[:12]}{simulated}"
     return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)
+
+
+def _run_in_batches(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All the feeds at once, or a batch at a time for a model whose batch dim is fixed
+    (older exports take one sample: [1, 3, 224, 224])."""
+    from bench.accuracy import predict
+    from edgeopt.core.data import Split
+
+    fixed = session.inputs[0].shape[0] if session.inputs and session.inputs[0].shape else None
+    samples = len(next(iter(feeds.values()))) if feeds else 0
+    if not isinstance(fixed, int) or fixed == samples:
+        return session.run(feeds)
+    return predict(session, Split(feeds, None), fixed)

@@ -96,17 +96,18 @@ def _transform_parsers(verbs) -> None:
     _option(export, "--opset", ExportOnnxOptions, "opset")
     _option(export, "--exporter", ExportOnnxOptions, "exporter")
 
-    simplify = _model_verb(verbs, "simplify", "simplify an ONNX model, verified against it")
+    keep_help = SimplifyOptions.model_fields["keep_initializers_as_inputs"].description
+    simplify = _model_verb(verbs, "simplify", "simplify an ONNX model, verified against it", keep_help)
     _option(simplify, "--simplifier", SimplifyOptions, "simplifier")
     simplify.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
 
-    fp16 = _model_verb(verbs, "fp16", "convert an ONNX model to FP16, verified against it")
+    fp16 = _model_verb(verbs, "fp16", "convert an ONNX model to FP16, verified against it", keep_help)
     fp16.add_argument("--fp16-io", action="store_true", help="make inputs and outputs FP16 too (default: FP32)")
-    keep_help = ConvertFp16Options.model_fields["keep_ops"].description + " (repeat)"
-    fp16.add_argument("--keep-op", action="append", default=[], metavar="OP", help=keep_help)
+    keep_op_help = ConvertFp16Options.model_fields["keep_ops"].description + " (repeat)"
+    fp16.add_argument("--keep-op", action="append", default=[], metavar="OP", help=keep_op_help)
     fp16.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
 
-    quantize = _model_verb(verbs, "quantize", "quantize an ONNX model to INT8, calibrated on real samples")
+    quantize = _model_verb(verbs, "quantize", "quantize an ONNX model to INT8, calibrated on real samples", keep_help)
     calibration_help = "an .npz (one array per input, samples first) or a folder of images"
     quantize.add_argument("--calibration", type=Path, metavar="DATA.npz|DIR", help=calibration_help)
     for flag, field in (("--method", "method"), ("--percentile", "percentile"), ("--samples", "samples")):
@@ -123,11 +124,14 @@ def _transform_parsers(verbs) -> None:
     build.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
 
 
-def _model_verb(verbs, name: str, help_text: str):
-    """A verb reading IN.onnx and writing -o OUT."""
+def _model_verb(verbs, name: str, help_text: str, keep_help: str | None = None):
+    """A verb reading IN.onnx and writing -o OUT; an ONNX → ONNX one (`keep_help`) also
+    takes --keep-initializers-as-inputs."""
     verb = verbs.add_parser(name, help=help_text)
     verb.add_argument("model", type=Path, metavar="IN.onnx")
     verb.add_argument("-o", "--output", type=Path, required=True)
+    if keep_help:
+        verb.add_argument("--keep-initializers-as-inputs", action="store_true", help=keep_help)
     return verb
 
 
@@ -240,7 +244,7 @@ def _simplify(args) -> int:
     from edgeopt import console
     from edgeopt.commands import transform_command
 
-    options = {"simplifier": args.simplifier}
+    options = {"simplifier": args.simplifier, "keep_initializers_as_inputs": args.keep_initializers_as_inputs}
     console.transform(transform_command("simplify", args.model, args.output, options, args.probe), args.output)
     return EXIT_OK
 
@@ -249,7 +253,11 @@ def _fp16(args) -> int:
     from edgeopt import console
     from edgeopt.commands import transform_command
 
-    options = {"keep_io_types": not args.fp16_io, "keep_ops": args.keep_op}
+    options = {
+        "keep_io_types": not args.fp16_io,
+        "keep_ops": args.keep_op,
+        "keep_initializers_as_inputs": args.keep_initializers_as_inputs,
+    }
     console.transform(transform_command("convert_fp16", args.model, args.output, options, args.probe), args.output)
     return EXIT_OK
 
@@ -258,12 +266,13 @@ def _quantize(args) -> int:
     from edgeopt import console
     from edgeopt.commands import transform_command
 
+    common = {"target": args.target, "keep_initializers_as_inputs": args.keep_initializers_as_inputs}
     if args.dynamic:
-        artifact = transform_command("quantize_dynamic", args.model, args.output, {"target": args.target}, None)
+        artifact = transform_command("quantize_dynamic", args.model, args.output, common, None)
     else:
         if args.calibration is None:
             raise RecipeError("quantize: static INT8 needs --calibration DATA.npz or an image folder (or --dynamic)")
-        options = {"method": args.method, "percentile": args.percentile, "target": args.target, "samples": args.samples}
+        options = {**common, "method": args.method, "percentile": args.percentile, "samples": args.samples}
         artifact = transform_command("quantize_int8", args.model, args.output, options, None, args.calibration)
     console.transform(artifact, args.output, auto_target=args.target == Target.AUTO)
     return EXIT_OK

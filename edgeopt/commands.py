@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from edgeopt.core.context import StageContext
 from edgeopt.core.data import Dataset
 from edgeopt.core.errors import (
     ModelLoadError,
+    OutputError,
     RecipeError,
     RuntimeUnavailable,
     VerificationError,
@@ -60,45 +63,84 @@ def probe_sizes(inputs: tuple[TensorSpec, ...]) -> dict[str, int]:
 def export_command(
     model: str, output: Path, inputs: tuple[TensorSpec, ...], weights: Path | None, opset: int, exporter: str
 ) -> Artifact:
-    """Export a built-in or factory model to `output`, verified; nothing is written on failure."""
+    """Export a built-in model, a factory's or a model file's to `output`, verified; nothing
+    is written on failure."""
     from edgeopt.core.numeric import describe_failures
-    from edgeopt.models import BUILTIN_MODELS, builtin_dataset, train_builtin
-    from edgeopt.recipe import describe
-    from edgeopt.sources import load_factory
+    from edgeopt.problems import describe
     from exporter.torch_export import ExportOnnxOptions, export_onnx
 
     if weights is not None and not weights.is_file():
         raise ModelLoadError(f"{weights}: file not found")
-    if not output.parent.is_dir():
-        raise RecipeError(f"{output}: folder {output.parent} does not exist")
     try:
         options = ExportOnnxOptions(opset=opset, exporter=exporter)
     except ValidationError as err:
         raise RecipeError(f"--{describe(err, ExportOnnxOptions)}") from err
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+    with output_folder(output), tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
         source_dir, export_dir = Path(scratch, "source"), Path(scratch, "export")
         source_dir.mkdir()
         export_dir.mkdir()
-        if model in BUILTIN_MODELS:
-            spec = BUILTIN_MODELS[model]
-            dataset = builtin_dataset(spec.dataset)
-            probe = dataset.probe()
-            source = train_builtin(model, inputs or spec.inputs, dataset, source_dir, probe)
-        elif ":" in model:
-            if not inputs:
-                raise RecipeError(f"{model}: a factory model needs --input NAME:SHAPE:DTYPE for each input")
-            probe = random_feeds(inputs, probe_sizes(inputs))
-            source = load_factory(TorchSource(model, {}, str(Path.cwd())), weights, inputs, None, source_dir, probe)
-        else:
-            raise RecipeError(
-                f"model '{model}' is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor package.module:function"
-            )
+        source, probe = _export_source(model, inputs, weights, source_dir)
         exported = export_onnx(source, options, StageContext(export_dir, probe))
         if not exported.verification.passed:
             raise VerificationError(
                 f"{output}: not written: the export differs from PyTorch: {describe_failures(exported.verification)}"
             )
         return _write_model(exported, output)
+
+
+def _export_source(
+    model: str, inputs: tuple[TensorSpec, ...], weights: Path | None, out_dir: Path
+) -> tuple[Artifact, dict[str, np.ndarray]]:
+    """The torch artifact `edgeopt export` starts from, and the samples it is verified on:
+    a built-in model (its own data), a model file or a factory (seeded random inputs)."""
+    from edgeopt.models import BUILTIN_MODELS, builtin_dataset, train_builtin
+    from edgeopt.sources import load_factory
+
+    if model in BUILTIN_MODELS:
+        spec = BUILTIN_MODELS[model]
+        dataset = builtin_dataset(spec.dataset)
+        probe = dataset.probe()
+        return train_builtin(model, inputs or spec.inputs, dataset, out_dir, probe), probe
+    path = Path(model)
+    if path.is_file():
+        return _file_source(path, inputs, weights, out_dir)
+    if path.suffix in (".pt", ".pt2", ".pth", ".ts") or "/" in model:
+        raise ModelLoadError(f"{model}: file not found")
+    if ":" not in model:
+        raise RecipeError(
+            f"model '{model}' is neither a built-in ({', '.join(BUILTIN_MODELS)}), a model file "
+            "(TorchScript archive, exported program) nor package.module:function"
+        )
+    if not inputs:
+        raise RecipeError(f"{model}: a factory model needs --input NAME:SHAPE:DTYPE for each input")
+    probe = random_feeds(inputs, probe_sizes(inputs))
+    return load_factory(TorchSource(model, {}, str(Path.cwd())), weights, inputs, None, out_dir, probe), probe
+
+
+def _file_source(path: Path, inputs: tuple[TensorSpec, ...], weights: Path | None, out_dir: Path):
+    """A TorchScript archive or an exported program; pickles are refused (see torch_files)."""
+    from edgeopt.core.artifact import ModelFile
+    from edgeopt.core.torch_files import exported_inputs, model_file_kind
+    from edgeopt.sources import load_model_file
+
+    kind = model_file_kind(path)
+    if kind is ModelFile.PICKLE:
+        raise ModelLoadError(
+            f"{path}: a pickle (torch.save): a state dict goes with its factory (package.module:function "
+            f"--weights {path.name}); a pickled module runs code when loaded, so only a recipe with trust_pickle reads one"
+        )
+    if kind is None:
+        hint = "; an ONNX model needs no export: simplify, fp16 and quantize take it" if path.suffix == ".onnx" else ""
+        raise ModelLoadError(
+            f"{path}: neither a TorchScript archive (torch.jit.save) nor an exported program (.pt2){hint}"
+        )
+    if weights is not None:
+        raise RecipeError(f"{path}: --weights goes with a factory model; a {kind} file holds its own weights")
+    if not inputs and kind is ModelFile.TORCHSCRIPT:
+        raise RecipeError(f"{path}: a TorchScript model needs --input NAME:SHAPE:DTYPE for each input")
+    inputs = inputs or exported_inputs(path)
+    probe = random_feeds(inputs, probe_sizes(inputs))
+    return load_model_file(path, kind, inputs, None, out_dir, probe), probe
 
 
 def transform_command(
@@ -124,7 +166,7 @@ def transform_command(
         probe = calibration.take(0, 8)
     else:
         probe = random_feeds(inputs, probe_sizes(inputs))
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+    with output_folder(output), tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
         result = stage.function(artifact, parsed, StageContext(Path(scratch), probe, calibration=calibration))
         if not result.verification.passed:
             raise VerificationError(
@@ -135,8 +177,8 @@ def transform_command(
 
 def _single_step(stage_name: str, verb: str, options: dict, source: Path, output: Path):
     """What every single-step verb does first: parse the stage's options, check the output
-    folder, open the ONNX source. Returns (stage, options, artifact)."""
-    from edgeopt.recipe import describe
+    path, open the ONNX source. Returns (stage, options, artifact)."""
+    from edgeopt.problems import describe
     from edgeopt.stages import STAGES
 
     stage = STAGES[stage_name]
@@ -144,8 +186,7 @@ def _single_step(stage_name: str, verb: str, options: dict, source: Path, output
         parsed = stage.options.model_validate(options)
     except ValidationError as err:
         raise RecipeError(f"{verb}: {describe(err, stage.options)}") from err
-    if not output.parent.is_dir():
-        raise RecipeError(f"{output}: folder {output.parent} does not exist")
+    _not_a_folder(output)
     artifact = open_artifact(source)
     if artifact.format is not Format.ONNX:
         raise ModelLoadError(f"{source}: {verb} takes an ONNX model")
@@ -172,7 +213,7 @@ def build_command(source: Path, output: Path, options: dict, probe_path: Path | 
         feeds = load_samples(probe_path, artifact.io.inputs).probe()
     else:
         feeds = random_feeds(artifact.io.inputs, {name: size.opt for name, size in dims.items()})
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
+    with output_folder(output), tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=output.parent) as scratch:
         result = stage.function(artifact, parsed, StageContext(Path(scratch), feeds))
         if not result.verification.passed:
             raise VerificationError(
@@ -186,6 +227,37 @@ def build_command(source: Path, output: Path, options: dict, probe_path: Path | 
         except OSError as err:
             raise output_error(output, err) from err
     return dataclasses.replace(result, path=output)
+
+
+def _not_a_folder(output: Path) -> None:
+    if output.is_dir():
+        raise RecipeError(f"{output}: is a folder; give the file to write in it, e.g. -o {output / 'model.onnx'}")
+
+
+@contextlib.contextmanager
+def output_folder(output: Path) -> Iterator[None]:
+    """The folder `output` is written in, made when missing (as optimum-cli and polygraphy
+    do) and removed again, with any parents made for it, if the command fails. An output
+    that is a folder, or a folder that cannot be made or written, is refused in one line."""
+    _not_a_folder(output)
+    folder = output.parent.absolute()
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]
+    in_the_way = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+    if in_the_way is not None:
+        raise OutputError(f"{output}: cannot write there ({in_the_way} is a file, not a folder); choose another -o")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # no permission, a full disk
+        raise output_error(output, err) from err
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{output}: cannot write there (folder {output.parent} is read-only); choose another -o")
+    try:
+        yield
+    except BaseException:
+        for path in missing:  # deepest first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
 
 
 def load_samples(path: Path, inputs) -> Dataset:

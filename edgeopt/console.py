@@ -78,8 +78,13 @@ def transform(artifact, output: Path, auto_target: bool = False) -> None:
     built_for = ""
     if artifact.target:
         built_for = f"built for {artifact.target}{' (auto: this host)' if auto_target else ''}; "
+    upgraded = ""
+    if artifact.facts.get("upgraded"):
+        from edgeopt.core.onnx_model import describe_upgrade
+
+        upgraded = f"upgraded {describe_upgrade(artifact.facts['upgraded'])}; "
     print(
-        f"{output}: {built_for}{before['node_count']} → {artifact.facts['node_count']} nodes, "
+        f"{output}: {built_for}{upgraded}{before['node_count']} → {artifact.facts['node_count']} nodes, "
         f"{before['size_bytes'] / 1e6:.2f} → {artifact.facts['size_bytes'] / 1e6:.2f} MB; "
         f"verified against the input: max abs {worst.max_abs:.2g}, min cosine {worst.cosine_min:.6f}"
     )

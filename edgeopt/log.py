@@ -5,7 +5,9 @@ Library code only logs; the CLI calls `configure` once.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,19 @@ def configure(verbosity: int) -> None:
     root.setLevel(level)
     for name in _NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity == VERBOSE else logging.ERROR)
+    _onnxruntime_native_log(verbosity)
+
+
+def _onnxruntime_native_log(verbosity: int) -> None:
+    """ONNX Runtime's native log goes straight to stderr. Our sessions set their own level
+    (runtimes.ort), but the sessions ORT's own tools open (calibration, quantization) log
+    on its default logger, at warning level: a line per initializer on older models."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime's first import
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(1 if verbosity == VERBOSE else 3)  # 1 info, 3 errors only
 
 
 def _not_from_libraries(record: logging.LogRecord) -> bool:

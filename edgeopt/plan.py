@@ -142,5 +142,9 @@ def build_or_reuse(
         worst = artifact.verification.worst()
         verdict = "verified" if artifact.verification.passed else "FAILED"
         figures.append(f"{verdict} max_abs {worst.max_abs:.2g} cosine {worst.cosine_min:.6f}")
+    if artifact.facts.get("upgraded"):
+        from edgeopt.core.onnx_model import describe_upgrade
+
+        figures.append(f"upgraded {describe_upgrade(artifact.facts['upgraded'])}")
     log.info("%-24s %-14s %-8s %s", step, label, took, "  ".join(figures))
     return artifact

@@ -6,8 +6,6 @@ Relative paths in a recipe are relative to the recipe's folder.
 from __future__ import annotations
 
 import re
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +17,7 @@ from edgeopt.core.errors import RecipeError
 from edgeopt.core.targets import Target
 from edgeopt.huggingface import PRETRAINED, Pooling
 from edgeopt.images import Preprocess
+from edgeopt.problems import problems, summarize
 from edgeopt.text import TextSource
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
@@ -28,6 +27,9 @@ Dim = PositiveInt | Annotated[str, Field(pattern=_IDENTIFIER)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+MODEL_SOURCES = ("builtin", "factory", "onnx", "torchscript", "exported", "pickled", "huggingface")
 
 
 class ModelSource(_Strict):
@@ -50,6 +52,14 @@ class ModelSource(_Strict):
         Pooling.MEAN,
         description="Hugging Face encoders: mean (sentence embedding: masked mean, L2-normalised) or none",
     )
+    torchscript: Path | None = Field(
+        None, description="a TorchScript archive (torch.jit.save); loading it runs the archive's TorchScript code"
+    )
+    exported: Path | None = Field(
+        None,
+        description="an exported program (torch.export.save, .pt2); a graph of torch operators, no code is run; "
+        "its inputs are read from it unless given",
+    )
     pickled: Path | None = Field(
         None, description="a whole pickled nn.Module (torch.save(model)); loading it runs code from the file"
     )
@@ -59,11 +69,9 @@ class ModelSource(_Strict):
     def _one_source(self) -> ModelSource:
         from edgeopt.models import BUILTIN_MODELS
 
-        given = [k for k in ("builtin", "factory", "onnx", "pickled", "huggingface") if getattr(self, k) is not None]
+        given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of builtin, factory, onnx, pickled, huggingface (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"give exactly one of {', '.join(MODEL_SOURCES)} (got {', '.join(given) or 'none'})")
         if self.pickled is not None and not self.trust_pickle:
             raise ValueError(
                 "loading a pickled model runs code from the file: set trust_pickle: true only for a file "
@@ -84,6 +92,14 @@ class ModelSource(_Strict):
     @property
     def is_huggingface(self) -> bool:
         return self.huggingface is not None or self.builtin in PRETRAINED
+
+    @property
+    def file(self) -> tuple[str, Path] | None:
+        """A whole-model torch file: (its kind, as ModelFile names it, and its path)."""
+        for key, kind in (("torchscript", "torchscript"), ("exported", "exported"), ("pickled", "pickle")):
+            if getattr(self, key) is not None:
+                return kind, getattr(self, key)
+        return None
 
 
 class InputSpec(_Strict):
@@ -156,7 +172,9 @@ class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
     model: ModelSource
     inputs: list[InputSpec] | None = Field(
-        None, description="required for factory models; built-in and ONNX models declare their own"
+        None,
+        description="required for factory, TorchScript and pickled models; built-in, ONNX and exported models "
+        "declare their own",
     )
     outputs: list[str] | None = Field(None, description="output names for a factory model")
     data: DataSource | None = Field(None, description="held-out samples; a built-in model defaults to its own dataset")
@@ -178,10 +196,10 @@ class Recipe(_Strict):
         from edgeopt.stages import STAGES
         from runtimes import RUNTIMES
 
-        if (self.model.factory or self.model.pickled) is not None and self.inputs is None:
-            raise ValueError("a factory or pickled model needs inputs (name, shape, dtype for each)")
-        if self.model.factory is None and self.model.pickled is None and self.outputs is not None:
-            raise ValueError("outputs go with a factory or pickled model only")
+        if (self.model.factory or self.model.torchscript or self.model.pickled) is not None and self.inputs is None:
+            raise ValueError("a factory, TorchScript or pickled model needs inputs (name, shape, dtype for each)")
+        if self.model.factory is None and self.model.file is None and self.outputs is not None:
+            raise ValueError("outputs go with a factory, TorchScript, exported or pickled model only")
         if self.model.builtin is None and self.model.huggingface is None and self.data is None:
             raise ValueError("data is required (a built-in dataset, an .npz, images or text)")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -263,76 +281,30 @@ def validate_recipe(data: Any, path: Path) -> LoadedRecipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(f"{path}: {describe(err, Recipe)}") from err
+        raise RecipeError(summarize(path, problems(err, Recipe))) from err
     options: dict[str, BaseModel] = {}
-    problems = []
+    found = []
     for name, variant in recipe.variants.items():
         stage = STAGES[variant.stage]
         try:
             options[name] = stage.options.model_validate(variant.options)
         except ValidationError as err:
-            problems.append(describe(err, stage.options, prefix=("variants", name, "options")))
+            found += problems(err, stage.options, prefix=("variants", name, "options"))
     loaded = LoadedRecipe(recipe, path, options, build_order(recipe.variants))
     for key, file in (
         ("model.weights", recipe.model.weights),
         ("model.onnx", recipe.model.onnx),
         ("model.huggingface", recipe.model.huggingface and recipe.model.huggingface / "config.json"),
         ("model.pickled", recipe.model.pickled),
+        ("model.torchscript", recipe.model.torchscript),
+        ("model.exported", recipe.model.exported),
         ("data.npz", recipe.data and recipe.data.npz),
     ):
         if file is not None and not loaded.resolve(file).is_file():
-            problems.append(f"{key}: file not found: {loaded.resolve(file)}")
-    if problems:
-        raise RecipeError(f"{path}: {'; '.join(problems)}")
+            found.append(f"{key}: file not found: {loaded.resolve(file)}")
+    if found:
+        raise RecipeError(summarize(path, found))
     return loaded
-
-
-def describe(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:
-    """Pydantic's errors as one line: each key, what is wrong, and the value given."""
-    parts = []
-    for error in err.errors():
-        location = (*prefix, *error["loc"])
-        key = ".".join(str(p) for p in location) or "recipe"
-        if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, error["loc"][:-1])
-            hint = f" (expected one of {', '.join(allowed)})" if allowed else ""
-            parts.append(f"{key}: unknown key{hint}")
-        elif error["type"] == "missing":
-            parts.append(f"{key}: missing")
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            given = error.get("input")
-            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-            parts.append(f"{key}: {message}{shown}")
-    # a key or value from the file may hold a line break; the message stays one line
-    return "; ".join(parts).replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _allowed_keys(model: type[BaseModel], location: tuple) -> list[str]:
-    """Walk the schema to the model at `location` and list its keys."""
-    current: Any = model
-    for part in location:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
-            if field is None:
-                return []
-            current = field.annotation
-        elif isinstance(part, (int, str)):
-            args = typing.get_args(current)
-            current = args[-1] if args else None
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional[...] down to the one non-None type."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
-    return annotation
 
 
 def schema() -> dict:

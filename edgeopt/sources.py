@@ -2,8 +2,8 @@
 data sources turned into the splits stages and benchmarks use.
 
 Model sources: a built-in model (trained here), a `package.module:function` factory with
-an optional state dict, a whole pickled module the recipe trusts, a Hugging Face model
-directory, or an ONNX file. Data sources: a built-in dataset, an .npz, an image folder,
+an optional state dict, a TorchScript archive, an exported program, a whole pickled
+module the recipe trusts, a Hugging Face model directory, or an ONNX file. Data sources: a built-in dataset, an .npz, an image folder,
 or text.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeopt import huggingface
 from edgeopt import log as progress_log
-from edgeopt.core.artifact import Artifact, Format, Precision, TensorSpec, TorchSource, file_sha256
+from edgeopt.core.artifact import Artifact, Format, ModelFile, Precision, TensorSpec, TorchSource, file_sha256
 from edgeopt.core.context import probe_fingerprint
 from edgeopt.core.data import Dataset, Split, load_npz
 from edgeopt.core.errors import RecipeError
@@ -25,7 +25,8 @@ from edgeopt.recipe import DataSource, LoadedRecipe
 from edgeopt.text import TextSource, load_text
 
 # 2: torch sources recorded as Artifact.source (artifact.json record version 2)
-LOAD_MODEL_VERSION = 2
+# 3: whole-model files (TorchScript, exported programs, pickles) as TorchSource.file (record version 3)
+LOAD_MODEL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,19 @@ def input_specs(loaded: LoadedRecipe) -> tuple[TensorSpec, ...]:
         return huggingface.input_specs(huggingface.check_directory(_huggingface_directory(loaded)))
     if recipe.model.builtin is not None:
         return BUILTIN_MODELS[recipe.model.builtin].inputs
+    if recipe.model.exported is not None:
+        from edgeopt.core.torch_files import exported_inputs
+
+        return exported_inputs(loaded.resolve(recipe.model.exported))
     from edgeopt.core.onnx_model import graph_io, load_checked
 
     return graph_io(load_checked(loaded.resolve(recipe.model.onnx), load_weights=False)).inputs
 
 
 def root_build(loaded: LoadedRecipe, data: RunData) -> RootBuild:
-    """The root artifact's build: a trained built-in, a factory's module, a trusted pickle,
-    a Hugging Face encoder, or a copied ONNX file."""
+    """The root artifact's build: a trained built-in, a factory's module, a whole-model file
+    (TorchScript, exported program, trusted pickle), a Hugging Face encoder, or a copied
+    ONNX file."""
     source = loaded.recipe.model
     if source.is_huggingface:
         return _huggingface_root(loaded, data)
@@ -102,8 +108,8 @@ def root_build(loaded: LoadedRecipe, data: RunData) -> RootBuild:
         return _builtin_root(source.builtin, data)
     if source.factory is not None:
         return _factory_root(loaded, data)
-    if source.pickled is not None:
-        return _pickled_root(loaded, data)
+    if source.file is not None:
+        return _file_root(loaded, data)
     path = loaded.resolve(source.onnx)
     from edgeopt.core.onnx_model import onnx_source_sha256
 
@@ -148,18 +154,20 @@ def _factory_root(loaded: LoadedRecipe, data: RunData) -> RootBuild:
     return RootBuild(options, make, model.factory)
 
 
-def _pickled_root(loaded: LoadedRecipe, data: RunData) -> RootBuild:
-    pickled = loaded.resolve(loaded.recipe.model.pickled)
+def _file_root(loaded: LoadedRecipe, data: RunData) -> RootBuild:
+    kind, given = loaded.recipe.model.file
+    path = loaded.resolve(given)
     options = {
-        "pickled_sha256": file_sha256(pickled),
+        "file_kind": kind,
+        "file_sha256": file_sha256(path),
         "inputs": [spec.__dict__ for spec in data.inputs],
         "outputs": loaded.recipe.outputs,
     }
 
     def make(out_dir: Path) -> Artifact:
-        return load_trusted_pickle(pickled, data.inputs, loaded.recipe.outputs, out_dir, data.probe)
+        return load_model_file(path, ModelFile(kind), data.inputs, loaded.recipe.outputs, out_dir, data.probe)
 
-    return RootBuild(options, make, pickled.name)
+    return RootBuild(options, make, path.name)
 
 
 def load_factory(
@@ -179,16 +187,20 @@ def load_factory(
     return save_module(module.eval(), source, out_dir, stage="load_model", options=options, parent=None, io=io)
 
 
-def load_trusted_pickle(path: Path, inputs: tuple[TensorSpec, ...], outputs, out_dir: Path, probe: dict) -> Artifact:
-    """A whole pickled nn.Module; this runs code from the file, so the recipe must say it
-    trusts it (trust_pickle). Later stages re-read it only while its hash matches."""
-    from edgeopt.core.torch_artifact import load_pickled, module_io, save_module
+def load_model_file(
+    path: Path, kind: ModelFile, inputs: tuple[TensorSpec, ...], outputs, out_dir: Path, probe: dict
+) -> Artifact:
+    """A whole model in one file (see edgeopt.core.torch_files for what loading each kind
+    runs; a pickle only reaches here from a recipe that trusts it). Later stages re-read
+    the file only while its hash matches."""
+    from edgeopt.core.torch_artifact import eval_mode, module_io, save_module
+    from edgeopt.core.torch_files import read_model_file
 
-    module = load_pickled(path)
-    source = TorchSource(pickled=str(path.resolve()), pickled_sha256=file_sha256(path))
+    module = read_model_file(path, kind)
+    source = TorchSource(file=str(path.resolve()), file_kind=kind, file_sha256=file_sha256(path))
     io = module_io(module, inputs, outputs, probe)
-    options = {"pickled": str(path)}
-    return save_module(module.eval(), source, out_dir, stage="load_model", options=options, parent=None, io=io)
+    options = {str(kind): str(path)}
+    return save_module(eval_mode(module), source, out_dir, stage="load_model", options=options, parent=None, io=io)
 
 
 def copy_onnx(source: Path, out_dir: Path) -> Artifact:

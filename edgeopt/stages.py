@@ -66,7 +66,7 @@ STAGES: dict[str, Stage] = {
         export_onnx, ExportOnnxOptions, 3, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
     ),
     "simplify": Stage(
-        simplify, SimplifyOptions, 2, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
+        simplify, SimplifyOptions, 3, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
     ),
     "smooth_activations": Stage(
         smooth_activations,
@@ -86,12 +86,12 @@ STAGES: dict[str, Stage] = {
         "ONNX Runtime's transformer fusions (attention, LayerNorm, GELU); verified",
     ),
     "convert_fp16": Stage(
-        convert_fp16, ConvertFp16Options, 3, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
+        convert_fp16, ConvertFp16Options, 4, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
     ),
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        7,
+        8,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
@@ -100,7 +100,7 @@ STAGES: dict[str, Stage] = {
     "quantize_dynamic": Stage(
         quantize_dynamic,
         QuantizeDynamicOptions,
-        3,
+        4,
         Format.ONNX,
         Format.ONNX,
         "INT8 weights, activations per call",

@@ -15,9 +15,9 @@ from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import input_facts, load_onnx
+from edgeopt.core.onnx_model import load_onnx
 from exporter.intermediates import run_exposed
-from exporter.transform import finish
+from exporter.transform import finish, keep_initializers_field, start
 
 FP16_MAX = 65504.0
 
@@ -36,6 +36,7 @@ class ConvertFp16Options(BaseModel):
         Tolerance(atol=0.05, rtol=0.01, min_cosine=0.999),
         description="how close the outputs must stay to the FP32 model's",
     )
+    keep_initializers_as_inputs: bool = keep_initializers_field()
 
 
 def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: StageContext) -> Artifact:
@@ -43,8 +44,8 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
 
     if artifact.precision is not Precision.FP32:
         raise ExportError(f"{artifact.path}: convert_fp16 takes an fp32 model, this one is {artifact.precision}")
-    model = load_onnx(artifact.path)
-    before = input_facts(model, artifact.path)  # the converter edits `model` in place
+    legacy, before = start(artifact)  # before the converter edits the model in place
+    model = legacy.model
     overflowing = _overflowing_nodes(artifact, model, context, options.overflow_margin * FP16_MAX)
     # shape inference on the weight-less skeleton: the converter's own serialises the whole
     # model, which fails past protobuf's 2 GB
@@ -78,6 +79,8 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
         before=before,
         facts=facts,
         full_check=True,
+        legacy=legacy,
+        keep_listed=options.keep_initializers_as_inputs,
     )
 
 

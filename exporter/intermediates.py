@@ -17,7 +17,8 @@ def run_exposed(
     model: onnx.ModelProto, feeds: dict[str, np.ndarray], scratch: Path, optimize: bool = True
 ) -> dict[str, np.ndarray]:
     """Every node output (and graph output) by name. A model past protobuf's 2 GB is
-    saved with external data under `scratch` (removed afterwards) rather than serialised."""
+    saved with external data under `scratch` (removed afterwards) rather than serialised.
+    A model whose batch dim is fixed runs a batch at a time, its values joined on dim 0."""
     from runtimes.ort import open_model
 
     exposed = onnx.ModelProto()
@@ -37,6 +38,19 @@ def run_exposed(
             source = exposed.SerializeToString()
         # optimize=False evaluates QDQ pairs in float: the quantization itself, not this CPU's kernels
         session = open_model(source, "cpu", SessionOptions(optimize=optimize))
-        return session.run({spec.name: feeds[spec.name] for spec in session.inputs})
+        return _run_in_batches(session, {spec.name: feeds[spec.name] for spec in session.inputs})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in_batches(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    fixed = session.inputs[0].shape[0] if session.inputs and session.inputs[0].shape else None
+    samples = len(next(iter(feeds.values()))) if feeds else 0
+    if not isinstance(fixed, int) or fixed == samples:
+        return session.run(feeds)
+    runs = [session.run({k: v[i : i + fixed] for k, v in feeds.items()}) for i in range(0, samples, fixed)]
+    # values without a batch dim (shapes, scalars) are the same in every run: the first one's
+    return {
+        name: np.concatenate([run[name] for run in runs]) if value.ndim and len(value) == fixed else value
+        for name, value in runs[0].items()
+    }

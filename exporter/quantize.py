@@ -20,9 +20,9 @@ from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import DataError, ExportError, RecipeError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import input_facts, load_onnx, save_onnx
+from edgeopt.core.onnx_model import load_onnx, save_onnx
 from edgeopt.core.targets import Target, host_target, resolve
-from exporter.transform import finish
+from exporter.transform import finish, keep_initializers_field, start
 from runtimes.base import SessionOptions
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class QuantizeInt8Options(BaseModel):
     tolerance: Tolerance = Field(
         _LOOSE, description="agreement with the float model on the probe (cosine is what binds)"
     )
+    keep_initializers_as_inputs: bool = keep_initializers_field()
 
 
 class QuantizeDynamicOptions(BaseModel):
@@ -97,6 +98,7 @@ class QuantizeDynamicOptions(BaseModel):
         None, description="keep the most sensitive nodes in float until the metric drop is within budget"
     )
     tolerance: Tolerance = Field(_LOOSE, description="agreement with the float model on the probe")
+    keep_initializers_as_inputs: bool = keep_initializers_field()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,14 +237,13 @@ def _quantized(
     """Prepare (opset, shape inference, optimizations), quantize, check and verify."""
     if artifact.precision is not Precision.FP32:
         raise ExportError(f"{artifact.path}: {stage} takes an fp32 model, this one is {artifact.precision}")
-    model = load_onnx(artifact.path)
-    before = input_facts(model, artifact.path)
+    legacy, before = start(artifact, MIN_QDQ_OPSET)
     scratch = (context.out_dir / ".quantize").resolve()  # absolute: the work below changes folder
     scratch.mkdir()
     try:
         # ORT's symbolic shape inference writes temporary models into the current folder
         with contextlib.chdir(scratch), contextlib.redirect_stdout(io.StringIO()):  # ORT prints its progress
-            prepared, preprocessed = _prepare(model, scratch)
+            prepared, preprocessed = _prepare(legacy.model, scratch)
             try:
                 run(prepared, scratch / "quantized.onnx")
             except DataError:
@@ -265,21 +266,16 @@ def _quantized(
         simulate=simulate,
         target=str(options.target),
         not_for=not_for,
+        legacy=legacy,
+        keep_listed=options.keep_initializers_as_inputs,
     )
 
 
 def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
-    """Raise old opsets to 13, then ORT's pre-processing (shape inference, fusions);
-    a model the pre-processing cannot handle is quantized as it is."""
-    from onnx import version_converter
+    """ONNX Runtime's pre-processing (shape inference, fusions) of a modernized model; a
+    model the pre-processing cannot handle is quantized as it is."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_QDQ_OPSET)
-    if opset < MIN_QDQ_OPSET:
-        try:
-            model = version_converter.convert_version(model, MIN_QDQ_OPSET)
-        except Exception as err:  # the converter lacks adapters for some ops
-            raise ExportError(f"cannot raise opset {opset} to {MIN_QDQ_OPSET} for QDQ: {first_line(err)}") from err
     source = scratch / "float.onnx"
     save_onnx(model, source)
     prepared = scratch / "prepared.onnx"

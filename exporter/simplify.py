@@ -19,8 +19,7 @@ from edgeopt.core.artifact import Artifact
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import input_facts, load_onnx
-from exporter.transform import finish
+from exporter.transform import finish, keep_initializers_field, start
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +36,15 @@ class SimplifyOptions(BaseModel):
         Simplifier.ONNXSLIM, description="onnxslim (fewer nodes on TorchScript exports) or onnxsim"
     )
     tolerance: Tolerance = Field(Tolerance(), description="how close the outputs must stay to the input model's")
+    keep_initializers_as_inputs: bool = keep_initializers_field()
 
 
 def simplify(artifact: Artifact, options: SimplifyOptions, context: StageContext) -> Artifact:
     """Simplify an ONNX artifact; the node count never grows (the input is kept if it would)."""
-    model = load_onnx(artifact.path)
-    before = input_facts(model, artifact.path)
+    legacy, before = start(artifact)
+    model = legacy.model
     simplified = _run_simplifier(options.simplifier, model, artifact)
-    kept_input = len(simplified.graph.node) > len(model.graph.node)
+    kept_input = len(simplified.graph.node) > before["node_count"]
     if kept_input:
         log.warning("%s made %s larger; keeping the input graph", options.simplifier, artifact.path.name)
         simplified = model
@@ -58,6 +58,8 @@ def simplify(artifact: Artifact, options: SimplifyOptions, context: StageContext
         precision=artifact.precision,
         before=before,
         facts=facts,
+        legacy=legacy,
+        keep_listed=options.keep_initializers_as_inputs,
     )
 
 

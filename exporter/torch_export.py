@@ -38,7 +38,8 @@ class ExportOnnxOptions(BaseModel):
     opset: int = Field(18, description="ONNX opset to export to")
     exporter: Exporter = Field(
         Exporter.DYNAMO,
-        description="dynamo (torch.export based, torch's default) or torchscript (the tracing exporter)",
+        description="dynamo (torch.export based, torch's default) or torchscript (the tracing exporter); "
+        "a TorchScript model always takes torchscript, an exported program dynamo",
     )
     tolerance: Tolerance = Field(Tolerance(), description="how close the export's outputs must be to PyTorch's")
 
@@ -61,6 +62,7 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     from edgeopt.core.onnx_model import graph_io, model_facts, node_modules
     from edgeopt.core.torch_artifact import load_module
 
+    options = options.model_copy(update={"exporter": _exporter_for(artifact, options.exporter)})
     module = load_module(artifact)
     specs = artifact.io.inputs
     example = tuple(torch.from_numpy(np.ascontiguousarray(context.probe[s.name])) for s in specs)
@@ -96,6 +98,19 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     )
     verification = verify_against(artifact, exported, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(exported, verification=verification)
+
+
+def _exporter_for(artifact: Artifact, chosen: Exporter) -> Exporter:
+    """The exporter that can read the model: torch.export cannot trace TorchScript, and an
+    exported program's module refuses the TorchScript exporter's train(False)."""
+    from edgeopt.core.artifact import ModelFile
+
+    kind = artifact.source.file_kind if artifact.source else None
+    only = {ModelFile.TORCHSCRIPT: Exporter.TORCHSCRIPT, ModelFile.EXPORTED: Exporter.DYNAMO}.get(kind)
+    if only is not None and only is not chosen:
+        log.info("exporting the %s model with the %s exporter, the one that reads it", kind, only)
+        return only
+    return chosen
 
 
 def _run_exporter(

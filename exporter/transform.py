@@ -1,7 +1,8 @@
-"""The common ending of every ONNX → ONNX stage: save, check, record, verify.
+"""The common start and ending of every ONNX → ONNX stage: the input modernized for the
+tools (`start`); then save, check, record, verify (`finish`).
 
-The result carries its input's figures (`before`) and node → module map forward, and
-its verification against the input on the probe samples.
+The result carries its input's figures (`before`), what was upgraded, and its node →
+module map forward, and its verification against the input on the probe samples.
 """
 
 from __future__ import annotations
@@ -9,13 +10,41 @@ from __future__ import annotations
 import dataclasses
 
 import onnx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bench.verify import verify_against
 from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError, first_line
-from edgeopt.core.onnx_model import check_onnx, graph_io, model_facts, save_onnx
+from edgeopt.core.onnx_model import (
+    Modernized,
+    check_onnx,
+    graph_io,
+    input_facts,
+    list_as_inputs,
+    load_onnx,
+    model_facts,
+    modernize,
+    save_onnx,
+)
+
+
+def keep_initializers_field():
+    """The option every ONNX → ONNX stage has for models that list weights as inputs."""
+    return Field(
+        False,
+        description="a model that lists its weights as graph inputs too (IR version 3 required it): keep those "
+        "still there listed, overridable at run time (ONNX Runtime then folds nothing with them), instead of "
+        "making them plain initializers",
+    )
+
+
+def start(source: Artifact, opset: int | None = None) -> tuple[Modernized, dict]:
+    """The source model modernized for the tools (see onnx_model.modernize; `opset`: the
+    lowest the stage's tool takes), and its figures before the stage."""
+    model = load_onnx(source.path)
+    before = input_facts(model, source.path)
+    return modernize(model, source.path, opset), before
 
 
 def finish(
@@ -32,13 +61,23 @@ def finish(
     simulate: bool = False,
     target: str | None = None,
     not_for: dict[str, str] | None = None,
+    legacy: Modernized | None = None,
+    keep_listed: bool = False,
 ) -> Artifact:
     """Save `model` as the stage's artifact, check it, and verify it against `source`.
 
     full_check: strict shape inference too (types must agree everywhere).
     simulate: verify by the INT8's exact arithmetic (see bench.verify.verify_against).
     target: the machine the result was built for, where that shaped it.
-    not_for: runtime id → why the result is not measured there."""
+    not_for: runtime id → why the result is not measured there.
+    legacy: the modernized source (from `start`), whose upgrades the record names.
+    keep_listed: list the weights the source listed as graph inputs as inputs again."""
+    if legacy is not None:
+        upgraded = dict(legacy.upgraded)
+        if keep_listed and legacy.listed_weights:
+            upgraded["weights_kept_listed"] = list_as_inputs(model, legacy.listed_weights)
+        if upgraded:
+            facts = {**facts, "upgraded": upgraded}
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
     try:

@@ -4,9 +4,13 @@ changed outside the output folder, and nothing half-written inside it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
+import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +41,21 @@ def _run(folder: Path) -> list[str]:
     return ["run", "recipe.yaml", "--output", "out"]
 
 
-def _graph_model(nodes=None, inputs=None, opset=17, initializers=()) -> onnx.ModelProto:
+def _graph_model(nodes=None, inputs=None, opset=17, initializers=(), opsets=None) -> onnx.ModelProto:
     nodes = nodes or [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     inputs = inputs if inputs is not None else [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])]
     graph = helper.make_graph(
         nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])], list(initializers)
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    opsets = opsets or (("", opset),)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, v) for domain, v in opsets])
+
+
+def _short_weight() -> onnx.ModelProto:
+    """A weight declared [64] whose raw data holds 32 floats."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [64], np.ones(64, np.float32).tobytes(), raw=True)
+    weight.raw_data = np.ones(32, np.float32).tobytes()
+    return _graph_model(nodes=[helper.make_node("Add", ["x", "w"], ["y"], name="add")], initializers=[weight])
 
 
 def _onnx_run(folder: Path, model_bytes: bytes) -> list[str]:
@@ -91,6 +103,74 @@ def _npz(folder: Path, **arrays) -> list[str]:
 
 
 GOOD = np.zeros((4, 1, 8, 8), np.float32)
+
+
+def _many_problems(folder: Path) -> list[str]:
+    """A recipe with eight wrongly typed bench settings and ten misspelt model keys."""
+    keys = ("batch_sizes", "threads", "warmup_runs", "min_runs", "min_duration_s", "rounds", "accuracy_batch_size")
+    bench = ", ".join(f"{key}: x{index}" for index, key in enumerate((*keys, "stability_threshold")))
+    model = ", ".join(f"bulitin_{index}: 1" for index in range(10))
+    (folder / "many.yaml").write_text(f"name: m\nmodel: {{builtin: digits-cnn, {model}}}\nbench: {{{bench}}}\n")
+    return ["run", "many.yaml", "--output", "out"]
+
+
+class _Digits(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 10)
+
+    def forward(self, image):
+        return self.linear(image.flatten(1))
+
+
+@functools.cache
+def _program() -> dict[str, bytes]:
+    """A valid exported program's archive entries (exported once per session)."""
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(_Digits().eval(), (torch.zeros(2, 1, 8, 8),)), buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _exported(folder: Path, edit=None, key: str = "exported") -> list[str]:
+    """A recipe whose source is `m.pt2`, its archive entries passed through `edit` first."""
+    entries = dict(_program())
+    prefix = next(iter(entries)).split("/")[0]
+    if edit is not None:
+        edit(entries, prefix)
+    with zipfile.ZipFile(folder / "m.pt2", "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    inputs = "inputs: [{name: image, shape: [batch, 1, 8, 8]}]\n" if key == "torchscript" else ""
+    (folder / "e.yaml").write_text(f"name: e\nmodel: {{{key}: m.pt2}}\n{inputs}data: {{npz: digits.npz}}\n")
+    return ["run", "e.yaml", "--output", "out"]
+
+
+def _opaque_constant(entries: dict[str, bytes], prefix: str) -> None:
+    """A constant stored as a plain pickle: torch.export.load would pickle.loads it."""
+    entries[f"{prefix}/data/constants/model_constants_config.json"] = json.dumps(
+        {"config": {"c": {"path_name": "opaque_obj_0", "tensor_meta": None}}}
+    ).encode()
+    entries[f"{prefix}/data/constants/opaque_obj_0"] = pickle.dumps(_Payload())
+
+
+def _pickled_weight(entries: dict[str, bytes], prefix: str) -> None:
+    """A weight marked use_pickle: torch.export.load asks torch.load for a full unpickling."""
+    name = f"{prefix}/data/weights/model_weights_config.json"
+    config = json.loads(entries[name])
+    first = next(iter(config["config"].values()))
+    first["use_pickle"] = True
+    entries[name] = json.dumps(config).encode()
+    buffer = io.BytesIO()
+    torch.save({"w": _Payload()}, buffer)
+    entries[f"{prefix}/data/weights/{first['path_name']}"] = buffer.getvalue()
+
+
+def _pickled_sample_inputs(entries: dict[str, bytes], prefix: str) -> None:
+    """Sample inputs that fail a weights-only load: torch retries them with a full unpickling."""
+    buffer = io.BytesIO()
+    torch.save(((_Payload(),), {}), buffer)
+    entries[f"{prefix}/data/sample_inputs/model.pt"] = buffer.getvalue()
 
 
 def _quantize(folder: Path, **arrays) -> list[str]:
@@ -159,9 +239,18 @@ CASES = {
         "loading a pickled model runs code from the file",
     ),
     # factories
+    "recipe: many problems": (_many_problems, "and 8 more"),
     "factory: module missing": (
         lambda f: (_edit(f, "factories:tiny_mlp", "nowhere:tiny_mlp"), _run(f))[1],
-        "cannot import nowhere",
+        "cannot import module nowhere",
+    ),
+    "factory: module fails on import": (
+        lambda f: (
+            (f / "broken.py").write_text("def tiny_mlp(:\n"),
+            _edit(f, "factories:tiny_mlp", "broken:tiny_mlp"),
+            _run(f),
+        )[2],
+        "importing module broken failed: SyntaxError",
     ),
     "factory: returns no module": (
         lambda f: (_edit(f, "factories:tiny_mlp", "factories:not_a_module"), _run(f))[1],
@@ -242,9 +331,35 @@ CASES = {
     "onnx: empty file": (lambda f: _onnx_run(f, b""), "m.onnx: not a valid ONNX model"),
     "onnx: unknown op": (
         lambda f: _onnx_run(
-            f, _graph_model(nodes=[helper.make_node("Frobnicate", ["x"], ["y"], name="f")]).SerializeToString()
+            f, _graph_model(nodes=[helper.make_node("NoSuchOp", ["x"], ["y"], name="f")]).SerializeToString()
         ),
-        "No Op registered for Frobnicate",
+        "No Op registered for NoSuchOp",
+    ),
+    "onnx: unknown op of another domain": (
+        lambda f: _onnx_run(
+            f,
+            _graph_model(
+                nodes=[helper.make_node("NoSuchOp", ["x"], ["y"], name="f", domain="com.example")],
+                opsets=(("", 17), ("com.example", 1)),
+            ).SerializeToString(),
+        ),
+        "com.example:NoSuchOp",
+    ),
+    "onnx: tensor produced by nothing": (
+        lambda f: _onnx_run(
+            f, _graph_model(nodes=[helper.make_node("Add", ["x", "ghost"], ["y"], name="add")]).SerializeToString()
+        ),
+        "tensor 'ghost', an input of node 'add' (Add), is produced by nothing",
+    ),
+    "onnx: initializer dims disagree with its data": (
+        lambda f: _onnx_run(f, _short_weight().SerializeToString()),
+        "initializer 'w' declares dims [64] (256 bytes) but its data holds 128 bytes",
+    ),
+    "onnx: simplify with external data climbing out": (
+        lambda f: (_outside_secret(f), _external(f, f"../secret-{f.name}.bin"), ["simplify", "m.onnx", "-o", "s.onnx"])[
+            2
+        ],
+        "outside the model's folder",
     ),
     "onnx: opset from the future": (
         lambda f: _onnx_run(f, _graph_model(opset=99).SerializeToString()),
@@ -282,8 +397,39 @@ CASES = {
         lambda f: ["simplify", "digits.npz", "-o", "out.onnx"],
         "not an .onnx file, an .engine file or an artifact directory",
     ),
+    # whole-model files
+    "exported: pickled constant": (lambda f: _exported(f, _opaque_constant), "holds pickled Python objects"),
+    "exported: AOTInductor code": (
+        lambda f: _exported(f, lambda e, p: e.update({f"{p}/data/aotinductor/model/model.so": b"\x7fELF"})),
+        "holds AOTInductor compiled code",
+    ),
+    "exported: pickled weight": (lambda f: _exported(f, _pickled_weight), "cannot load the exported program"),
+    "exported: pickled sample inputs": (
+        lambda f: _exported(f, _pickled_sample_inputs),
+        "cannot load the exported program",
+    ),
+    "exported: given as TorchScript": (
+        lambda f: _exported(f, key="torchscript"),
+        "not a TorchScript archive (torch.jit.save); it is an exported program",
+    ),
+    "exported: not an archive": (
+        lambda f: ((f / "junk.pt2").write_bytes(b"PK\x03\x04junk"), ["export", "junk.pt2", "-o", "j.onnx"])[1],
+        "neither a TorchScript archive (torch.jit.save) nor an exported program",
+    ),
+    "export: a pickled module": (
+        lambda f: (torch.save(torch.nn.Linear(64, 10), f / "m.pt"), ["export", "m.pt", "-o", "m.onnx"])[1],
+        "a pickled module runs code when loaded",
+    ),
     # output
     "output: inside a file": (lambda f: ["run", "recipe.yaml", "--output", "digits.npz/run"], "cannot write there"),
+    "output: a folder": (
+        lambda f: ["export", "factories:tiny_mlp", "-o", ".", "--input", "image:batch,1,8,8:float32"],
+        "is a folder; give the file to write in it",
+    ),
+    "output: a file in the way": (
+        lambda f: ["export", "factories:tiny_mlp", "-o", "digits.npz/m.onnx", "--input", "image:batch,1,8,8:float32"],
+        "digits.npz is a file, not a folder",
+    ),
 }
 
 
@@ -318,6 +464,7 @@ def test_hostile_input_is_refused_in_one_line(case, mlp_recipe, capsys, monkeypa
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("edgeopt: error: "), err
     assert expected in lines[0]
+    assert len(lines[0].replace(str(folder.parent), "")) <= 340, lines[0]  # about 300, the run's paths aside
     assert _snapshot(folder) == before
     assert not (folder / MARKER).exists()
     out = folder / "out"

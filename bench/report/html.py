@@ -3,12 +3,13 @@ plots as inline SVG, the measurement tables and the machine. No scripts, no exte
 
 from __future__ import annotations
 
+import os
+import tempfile
 from html import escape
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.markdown import _ms, _size, trust_sentences, verification_cell
 from bench.report.notes import int8_notes
-from bench.report.plots import plots
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; background: #fff;
@@ -34,6 +35,23 @@ dl.machine dd { margin: 0; }
 """
 
 
+def _plots(rows: list[dict]) -> str:
+    """The plots, with matplotlib imported only here and its config and font cache in a
+    temporary folder, removed afterwards: a tool must not write under the user's home."""
+    previous = os.environ.get("MPLCONFIGDIR")
+    with tempfile.TemporaryDirectory(prefix="edgeopt-matplotlib-") as folder:
+        os.environ["MPLCONFIGDIR"] = folder
+        try:
+            from bench.report.plots import plots
+
+            return plots(rows)
+        finally:
+            if previous is None:
+                del os.environ["MPLCONFIGDIR"]
+            else:
+                os.environ["MPLCONFIGDIR"] = previous
+
+
 def render_html(document: dict) -> str:
     """The whole page. Every string from the document is escaped; plots are matplotlib SVG inline."""
     title = f"edgeopt report: {document['recipe']}"
@@ -42,7 +60,7 @@ def render_html(document: dict) -> str:
         f'<p class="meta">Recipe <code>{escape(document["recipe_path"])}</code>, '
         f"run {escape(document['created'])} in {document['duration_s']:.1f} s.</p>",
         _recommendation(document["recommendations"], document["max_accuracy_drop"]),
-        plots(document["rows"]),
+        _plots(document["rows"]),
         _scenarios(document["scenarios"]),
         _notes(document),
         _measurements(document["rows"]),

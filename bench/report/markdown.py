@@ -6,6 +6,7 @@ from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
 from bench.report.notes import int8_notes
 from bench.steadiness import STEADY_VARIATION
+from edgeopt.core.onnx_model import describe_upgrade
 from runtimes.ort import DISABLED_FUSIONS
 
 
@@ -282,6 +283,8 @@ def _graph_section(artifacts: dict) -> list[str]:
         changes = op_changes(before["op_histogram"], facts["op_histogram"]) if before else "—"
         if facts.get("fp32_nodes_overflow"):
             changes = f"kept FP32 for range: {', '.join(facts['fp32_nodes_overflow'])}"
+        if facts.get("upgraded"):
+            changes = f"upgraded {describe_upgrade(facts['upgraded'])}; {changes}"
         lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {_size(facts['size_bytes'])} | {changes} |")
     return lines
 

@@ -16,7 +16,8 @@ from typing import Any
 
 ARTIFACT_JSON = "artifact.json"
 # artifact.json's layout; a record of another version is rebuilt, not read
-RECORD_VERSION = 2
+# (3: a torch source's whole-model file is `file`, `file_kind`, `file_sha256`)
+RECORD_VERSION = 3
 
 
 class Format(StrEnum):
@@ -91,21 +92,34 @@ class Verification:
         return cls(**fields, outputs=tuple(OutputCheck(**o) for o in data["outputs"]))
 
 
+class ModelFile(StrEnum):
+    """A whole torch model in one file, rebuilt without a factory. What loading runs:
+    pickle (torch.save(module)): Python code from the file, so only when the recipe trusts it;
+    torchscript (torch.jit.save): the archive's TorchScript code, in TorchScript's interpreter;
+    exported (torch.export.save, .pt2): nothing, a graph of torch operators is deserialized."""
+
+    PICKLE = "pickle"
+    TORCHSCRIPT = "torchscript"
+    EXPORTED = "exported"
+
+
 @dataclass(frozen=True)
 class TorchSource:
     """How a torch artifact's module is rebuilt: `factory` (package.module:function, looked
     up in `search_dir` first) called with `kwargs`, then the saved state dict; or a whole
-    pickled module the recipe trusted, re-read only while its sha256 still matches."""
+    model `file` of `file_kind`, re-read only while its sha256 still matches."""
 
     factory: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     search_dir: str | None = None
-    pickled: str | None = None
-    pickled_sha256: str | None = None
+    file: str | None = None
+    file_kind: ModelFile | None = None
+    file_sha256: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TorchSource:
-        return cls(**data)
+        kind = data.get("file_kind")
+        return cls(**{**data, "file_kind": ModelFile(kind) if kind else None})
 
 
 @dataclass(frozen=True)

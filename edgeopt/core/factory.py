@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeopt.core.errors import ModelLoadError
+from edgeopt.core.errors import ModelLoadError, first_line
 
 
 def resolve_factory(reference: str, search_dir: Path | None = None) -> Callable:
@@ -21,7 +21,11 @@ def resolve_factory(reference: str, search_dir: Path | None = None) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ModelLoadError(f"factory '{reference}': cannot import {module_name}: {err}") from err
+        raise ModelLoadError(f"factory '{reference}': cannot import module {module_name}: {first_line(err)}") from err
+    except Exception as err:  # the module's own code failed while importing (SyntaxError, NameError, ...)
+        raise ModelLoadError(
+            f"factory '{reference}': importing module {module_name} failed: {type(err).__name__}: {first_line(err)}"
+        ) from err
     finally:
         if added:
             sys.path.remove(str(search_dir))

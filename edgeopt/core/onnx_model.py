@@ -3,13 +3,15 @@ before any work, and the facts read off them (inputs and outputs, node and param
 
 External-data locations must stay inside the model's folder: no absolute paths, no
 `..`, no symlinks leading out. Models whose weights pass EXTERNAL_DATA_BYTES are saved
-with their tensors in one `<name>.data` file beside them.
+with their tensors in one `<name>.data` file beside them. Older models (IR version 3,
+opset 7 and up) are modernized for the tools that transform them (`modernize`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -17,10 +19,13 @@ from onnx import helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from edgeopt.core.artifact import IO, TensorSpec, file_sha256
-from edgeopt.core.errors import ModelLoadError, first_line
+from edgeopt.core.errors import ExportError, ModelLoadError, first_line
 
 # protobuf cannot serialise a message over 2 GB; stay well below it.
 EXTERNAL_DATA_BYTES = 1_500_000_000
+# IR version 4 (ONNX 1.4) let initializers stop being graph inputs; under IR version 3
+# every weight had to be listed as one, which the simplifiers and quantizers drop.
+INITIALIZERS_APART_IR = 4
 
 
 def external_data_files(path: Path, model: onnx.ModelProto) -> list[Path]:
@@ -99,22 +104,166 @@ def check_declared_inputs(path: Path, inputs) -> None:
             raise ModelLoadError(f"{path}: input '{spec.name}' has type {spec.dtype}, which edgeopt cannot feed")
 
 
+# the domains onnx itself defines; the checker finds their unknown operators
+_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
+
+
+def check_operators(path: Path, model: onnx.ModelProto) -> None:
+    """Every node outside ONNX's own domains runs an operator ONNX Runtime defines, or a
+    function the model holds (ONNX's own domains are the checker's)."""
+    functions = {(function.domain, function.name) for function in model.functions}
+    foreign = [n for n in model.graph.node if n.domain not in _ONNX_DOMAINS and (n.domain, n.op_type) not in functions]
+    if not foreign:
+        return
+    import os
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime's first import
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+
+    known = {(schema.domain, schema.name) for schema in get_all_operator_schema()}
+    for node in foreign:
+        if (node.domain, node.op_type) not in known:
+            raise ModelLoadError(
+                f"{path}: node '{node.name or node.op_type}' runs operator {node.domain}:{node.op_type}, "
+                "which neither ONNX nor ONNX Runtime defines"
+            )
+
+
+def check_wiring(path: Path, graph: onnx.GraphProto) -> None:
+    """Every tensor a node reads, and every graph output, is made by something: a node,
+    a graph input or an initializer (the checker reports this as a sorting problem)."""
+    made = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {""}
+    made |= {name for node in graph.node for name in node.output}
+    for node in graph.node:
+        for name in node.input:
+            if name not in made:
+                raise ModelLoadError(
+                    f"{path}: tensor '{name}', an input of node '{node.name or node.op_type}' ({node.op_type}), "
+                    "is produced by nothing (no node, graph input or initializer)"
+                )
+    for output in graph.output:
+        if output.name not in made:
+            raise ModelLoadError(f"{path}: graph output '{output.name}' is produced by nothing")
+
+
+# element types packed below a byte: their data sizes are not a count times an item size
+_PACKED = {getattr(onnx.TensorProto, name, -1) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")}
+
+
+def check_initializer_sizes(path: Path, graph: onnx.GraphProto) -> None:
+    """Each initializer holds as many values as its dims say (external data is checked
+    when it is read)."""
+    for tensor in graph.initializer:
+        if uses_external_data(tensor) or tensor.data_type in _PACKED | {0, onnx.TensorProto.STRING}:
+            continue
+        count = int(_numel(tensor.dims))
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            field = helper.tensor_dtype_to_field(tensor.data_type)
+        except (KeyError, ValueError):  # an element type this onnx does not know: the checker says so
+            continue
+        if tensor.raw_data:
+            held, expected, unit = len(tensor.raw_data), count * itemsize, "bytes"
+        else:
+            per_value = 2 if tensor.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128) else 1
+            held, expected, unit = len(getattr(tensor, field)), count * per_value, "values"
+        if held != expected:
+            raise ModelLoadError(
+                f"{path}: initializer '{tensor.name}' declares dims {list(tensor.dims)} ({expected} {unit}) "
+                f"but its data holds {held} {unit}; the file is damaged or was written wrongly"
+            )
+
+
 def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
     """A user's model, validated before any work: parses, external data confined, passes
     the ONNX checker, a known opset, and inputs edgeopt can feed."""
     model = load_onnx(path, load_weights=load_weights)
+    check_operators(path, model)
+    check_wiring(path, model.graph)
+    check_initializer_sizes(path, model.graph)
     try:
         check_onnx(path)
     except Exception as err:  # onnx.checker.ValidationError and friends
         raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line(err)}") from err
     newest = onnx.defs.onnx_opset_version()
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = onnx_opset(model)
     if opset is None or not 1 <= opset <= newest:
         raise ModelLoadError(
             f"{path}: opset {opset} is not one this onnx knows (1..{newest}); re-export it with a supported opset"
         )
     check_declared_inputs(path, graph_io(model).inputs)
     return model
+
+
+def onnx_opset(model: onnx.ModelProto) -> int | None:
+    """The model's opset of the default (ai.onnx) domain."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+@dataclass(frozen=True)
+class Modernized:
+    """A model as today's tools take it. upgraded: what was raised, for the report ({} when
+    nothing was). listed_weights: the weights the source also listed as graph inputs."""
+
+    model: onnx.ModelProto
+    upgraded: dict = field(default_factory=dict)
+    listed_weights: tuple[str, ...] = ()
+
+
+def modernize(model: onnx.ModelProto, source: Path, opset: int | None = None) -> Modernized:
+    """Edit a model into the form the simplifiers, FP16 converter and quantizers take:
+    weights listed as graph inputs (IR version 3 required it) become plain initializers,
+    the opset is raised to `opset` where lower (onnx's version converter), and the IR
+    version to what the opset needs, at least 4."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    listed = tuple(value.name for value in model.graph.input if value.name in weights)
+    upgraded: dict = {"weights_unlisted": len(listed)} if listed else {}
+    if listed:
+        inputs = [value for value in model.graph.input if value.name not in weights]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    ir_version, old_opset = model.ir_version, onnx_opset(model)
+    model.ir_version = max(ir_version, INITIALIZERS_APART_IR)
+    if opset is not None and old_opset is not None and old_opset < opset:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, opset)
+        except Exception as err:  # the converter lacks adapters for some ops and raises their errors
+            raise ExportError(f"{source}: cannot raise opset {old_opset} to {opset}: {first_line(err)}") from err
+        upgraded["opset"] = [old_opset, opset]
+    model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(model.opset_import, ignore_unknown=True))
+    if model.ir_version != ir_version:
+        upgraded["ir_version"] = [ir_version, model.ir_version]
+    return Modernized(model, upgraded, listed)
+
+
+def list_as_inputs(model: onnx.ModelProto, names: tuple[str, ...]) -> int:
+    """List these initializers as graph inputs again (overridable at run time), those of
+    them the model still holds; returns how many."""
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    present = {value.name for value in model.graph.input}
+    relisted = [initializers[name] for name in names if name in initializers and name not in present]
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in relisted)
+    return len(relisted)
+
+
+def describe_upgrade(upgraded: dict) -> str:
+    """What modernize raised, in words: `IR version 3 → 7, opset 9 → 13, 12 weights no
+    longer graph inputs`; empty when nothing was."""
+    parts = [
+        f"{label} {upgraded[key][0]} → {upgraded[key][1]}"
+        for key, label in (("ir_version", "IR version"), ("opset", "opset"))
+        if key in upgraded
+    ]
+    if upgraded.get("weights_unlisted"):
+        kept = upgraded.get("weights_kept_listed", 0)
+        parts.append(
+            f"{kept} weights kept as graph inputs"
+            if kept
+            else f"{upgraded['weights_unlisted']} weights no longer graph inputs"
+        )
+    return ", ".join(parts)
 
 
 def tensor_specs(values) -> tuple[TensorSpec, ...]:
@@ -146,7 +295,7 @@ def model_facts(model: onnx.ModelProto, path: Path) -> dict:
         "node_count": len(model.graph.node),
         "op_histogram": dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
         "parameters": parameters,
-        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "opset": onnx_opset(model),
     }
 
 

@@ -1,5 +1,6 @@
 """The torch artifact: a module's state dict in `weights.pt`, and the `TorchSource` that
-rebuilds its structure (a factory and its kwargs, or a pickled module the recipe trusted).
+rebuilds its structure (a factory and its kwargs, or a whole-model file: a TorchScript
+archive, an exported program, or a pickled module the recipe trusted).
 
 Every stage and runtime saves and rebuilds torch artifacts here, with the same errors.
 State dicts load with `torch.load(weights_only=True)`: tensors only, no pickled objects.
@@ -18,6 +19,7 @@ from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ModelLoadError, first_line, output_error
 from edgeopt.core.factory import resolve_factory
 from edgeopt.core.numeric import Tolerance, compare_outputs
+from edgeopt.core.torch_files import read_model_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,8 +48,10 @@ def instantiate(source: TorchSource, kwargs: dict[str, Any] | None = None) -> to
 def factory_source(artifact: Artifact, stage: str) -> TorchSource:
     """The artifact's source, for a stage that rebuilds its structure from the factory."""
     if artifact.source is None or artifact.source.factory is None:
+        kind = artifact.source.file_kind if artifact.source else None
         raise ModelLoadError(
-            f"{stage}: the model has no factory to rebuild it from (a pickled model); give a factory source instead"
+            f"{stage}: the model has no factory to rebuild it from (a {kind or 'whole-model'} file); "
+            "give a factory source instead"
         )
     return artifact.source
 
@@ -87,35 +91,28 @@ def load_state(module: torch.nn.Module, path: Path, source: str) -> torch.nn.Mod
     return module
 
 
-def load_pickled(path: Path) -> torch.nn.Module:
-    """Unpickle a whole nn.Module. This runs code from the file: only for a recipe that set
-    trust_pickle."""
-    import torch
-
-    try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # anything the pickle's own code raises
-        raise ModelLoadError(f"{path}: cannot unpickle a model from it: {first_line(err)}") from err
-    if not isinstance(module, torch.nn.Module):
-        raise ModelLoadError(f"{path}: holds a {type(module).__name__}, not a torch.nn.Module")
-    return module
-
-
 def load_module(artifact: Artifact) -> torch.nn.Module:
     """The eval-mode module of a torch artifact, on the CPU."""
     source = artifact.source
     if source is None:
         raise ModelLoadError(f"{artifact.path}: a torch artifact without a source to rebuild it from")
-    if source.pickled:
-        pickled = Path(source.pickled)
-        if not pickled.is_file() or file_sha256(pickled) != source.pickled_sha256:
-            raise ModelLoadError(
-                f"{pickled}: the trusted pickled model is gone or changed since it was trusted; run the recipe again"
-            )
-        module = load_pickled(pickled)
+    if source.file:
+        path = Path(source.file)
+        if not path.is_file() or file_sha256(path) != source.file_sha256:
+            raise ModelLoadError(f"{path}: the model file is gone or changed since it was read; run the recipe again")
+        module, label = read_model_file(path, source.file_kind), f"{source.file_kind} file {path.name}"
     else:
-        module = instantiate(source)
-    return load_state(module, artifact.path, f"factory '{source.factory}'").eval()
+        module, label = instantiate(source), f"factory '{source.factory}'"
+    return eval_mode(load_state(module, artifact.path, label))
+
+
+def eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    """module.eval(), except for an exported program's module, which refuses train() and
+    eval(): it runs as it was captured."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        return module
 
 
 def module_io(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], names, probe: dict[str, np.ndarray]) -> IO:
@@ -126,7 +123,7 @@ def module_io(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], names, pr
     example = [torch.from_numpy(probe[spec.name]) for spec in inputs]
     try:
         with torch.inference_mode():
-            outputs = module.eval()(*example)
+            outputs = eval_mode(module)(*example)
     except Exception as err:  # the user's forward() can raise anything on a shape mismatch
         shapes = [tuple(e.shape) for e in example]
         raise ModelLoadError(f"the model fails on the sample inputs {shapes}: {first_line(err)}") from err
@@ -196,7 +193,7 @@ def save_derived(
     `source` rebuilds it."""
     zeros = sum(int((p == 0).sum()) for p in module.parameters())
     artifact = save_module(
-        module.eval(),
+        eval_mode(module),
         source,
         context.out_dir,
         stage=stage,
@@ -217,7 +214,7 @@ def check_rebuild(module: torch.nn.Module, artifact: Artifact, probe: dict[str, 
     feeds = [torch.from_numpy(probe[spec.name]) for spec in artifact.io.inputs]
     rebuilt = load_module(artifact)
     with torch.inference_mode():
-        expected, actual = module.eval()(*feeds), rebuilt(*feeds)
+        expected, actual = eval_mode(module)(*feeds), rebuilt(*feeds)
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)
     actual = actual if isinstance(actual, (tuple, list)) else (actual,)
     names = [spec.name for spec in artifact.io.outputs]

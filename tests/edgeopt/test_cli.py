@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -168,17 +169,42 @@ def test_cli_run_fails_the_stage_past_tolerance(mlp_recipe, tmp_path, capsys):
         (["simplify", "digits.npz", "-o", "s.onnx"], "not an .onnx file, an .engine file or an artifact directory"),
         (["simplify", "absent.onnx", "-o", "s.onnx"], "absent.onnx: not found"),
         (["fp16", "factories.py", "-o", "h.onnx"], "not an .onnx file, an .engine file or an artifact directory"),
-        (["simplify", "digits.npz", "-o", "no/such/dir/s.onnx"], "folder no/such/dir does not exist"),
+        (["simplify", "digits.npz", "-o", "no/such/dir/s.onnx"], "not an .onnx file, an .engine file"),
+        (
+            ["export", "factories:tiny_mlp", "-o", "new/dir/m.onnx", "--input", "image:batch,1,8,9:float32"],
+            "the model fails on the sample inputs",
+        ),
+        (["export", "factories:tiny_mlp", "-o", ".", "--input", "image:batch,1,8,8:float32"], "is a folder"),
         (["bench", "digits.npz"], "not an .onnx file, an .engine file or an artifact directory"),
         (["bench", "digits.npz", "--runtime", "tflite"], "runtime 'tflite' is not one of"),
     ],
 )
 def test_cli_usage_errors_get_one_line_and_exit_2(argv, expected, factory_dir, capsys, monkeypatch):
     monkeypatch.chdir(factory_dir)
-    before = _files(factory_dir)
+    before = sorted(factory_dir.rglob("*"))
     assert main(argv) == 2
     assert expected in _one_error_line(capsys)
-    assert _files(factory_dir) == before
+    assert sorted(factory_dir.rglob("*")) == before  # folders made for the output are gone again
+
+
+def test_cli_creates_the_output_folder(factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    argv = ["export", "factories:tiny_mlp", "-o", "out/onnx/m.onnx", "--input", "image:batch,1,8,8:float32"]
+    assert main(argv) == 0
+    assert "verified against PyTorch" in capsys.readouterr().out
+    assert [p.name for p in (factory_dir / "out" / "onnx").iterdir()] == ["m.onnx"]
+    assert main(["simplify", "out/onnx/m.onnx", "-o", "out/simple/s.onnx"]) == 0
+    assert [p.name for p in (factory_dir / "out" / "simple").iterdir()] == ["s.onnx"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_cli_refuses_a_read_only_output_folder(factory_dir, capsys, monkeypatch):
+    monkeypatch.chdir(factory_dir)
+    (factory_dir / "locked").mkdir(mode=0o555)
+    argv = ["export", "factories:tiny_mlp", "-o", "locked/sub/m.onnx", "--input", "image:batch,1,8,8:float32"]
+    assert main(argv) == 2
+    assert "cannot write there" in _one_error_line(capsys)
+    assert not (factory_dir / "locked" / "sub").exists()
 
 
 def test_cli_debug_shows_the_traceback(tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_recipe_every_shipped_recipe_loads(path):
             {"variants": {"a": {"stage": "export_onnx", "options": {"tolerance": {"atl": 1}}}}},
             "variants.a.options.tolerance.atl: unknown key (expected one of atol, rtol, min_cosine)",
         ),
-        ({"model": {"factory": "pkg.mod:make"}}, "a factory or pickled model needs inputs"),
+        ({"model": {"factory": "pkg.mod:make"}}, "a factory, TorchScript or pickled model needs inputs"),
         (
             {"variants": {"a": {"stage": "export_onnx"}, "b": {"stage": "export_onnx", "from": "a"}}},
             "variants.b: stage export_onnx takes a torch model, but 'a' is onnx",
@@ -113,3 +113,26 @@ def test_recipe_arbitrary_section_values_raise_only_recipe_errors(section, value
         validate_recipe(data, Path("r.yaml"))
     except RecipeError as err:
         assert "\n" not in str(err)
+
+
+def test_recipe_many_problems_name_the_first_few_and_count_the_rest(tmp_path):
+    settings = ("batch_sizes", "threads", "warmup_runs", "min_runs", "min_duration_s", "rounds", "accuracy_batch_size")
+    data = {"name": "m", "model": {"builtin": "digits-cnn"}, "bench": {key: "x" for key in settings}}
+    with pytest.raises(RecipeError) as raised:
+        validate_recipe(data, Path("r.yaml"))
+    message = str(raised.value)
+    assert message.startswith("r.yaml: bench.batch_sizes: Input should be a valid list (got 'x'); bench.threads: ")
+    assert message.count(";") == 3 and message.endswith("; and 4 more")
+
+
+def test_recipe_problems_stay_within_about_300_characters(tmp_path):
+    from edgeopt.problems import summarize
+
+    assert len(summarize(Path("r.yaml"), ["x" * 1000])) <= 300
+    line = summarize(Path("r.yaml"), ["a" * 100, "b" * 100, "c" * 100, "d"])
+    assert len(line) <= 320 and line.endswith("; and 2 more") and "a" * 100 in line and "c" * 100 not in line
+
+
+def test_recipe_misspelt_keys_of_one_mapping_make_one_problem(tmp_path):
+    with pytest.raises(RecipeError, match=r"model: unknown keys bulitin, factroy \(expected one of builtin, "):
+        validate_recipe({"name": "m", "model": {"bulitin": 1, "factroy": 2}}, Path("r.yaml"))

@@ -1,0 +1,57 @@
+"""A run writes nothing outside its output folder: with HOME pointed at an empty folder
+(and no XDG or library variables sending caches elsewhere), HOME stays empty, for a
+recipe that runs to its report and for one rejected on its first line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# variables that move a library's caches out of HOME (unset, every default lands there),
+# and the telemetry switch the suite's conftest sets (edgeopt must set it itself)
+_UNSET = (
+    "MPLCONFIGDIR",
+    "TORCH_HOME",
+    "HF_HOME",
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "ORT_DISABLE_TELEMETRY",
+)
+
+
+def _files(folder) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if "__pycache__" not in path.parts)
+
+
+@pytest.mark.parametrize("recipe", ["good", "rejected"])
+def test_run_leaves_home_empty(recipe, mlp_recipe, tmp_path):
+    folder = mlp_recipe.parent
+    text = mlp_recipe.read_text().replace(
+        "variants:\n",
+        "variants:\n  simple: {stage: simplify, from: onnx}\n  int8: {stage: quantize_int8, from: simple}\n",
+    )
+    if recipe == "rejected":
+        text = text.replace("outputs:", "outptus:")
+    mlp_recipe.write_text(text)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k not in _UNSET}
+    env["HOME"] = str(home)
+    before = _files(folder)
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeopt.cli", "run", "recipe.yaml", "--output", "out"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == (0 if recipe == "good" else 2), done.stderr
+    assert _files(home) == []
+    written = sorted(set(_files(folder)) - set(before))
+    assert all(path == "out" or path.startswith("out/") for path in written), written
+    if recipe == "good":
+        assert (folder / "out" / "report.html").is_file()  # the plots were drawn
