@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        7,
+        8,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
