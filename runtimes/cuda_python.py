@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import threading
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class CudaPython:
 
     def __init__(self):
         self._runtime = _bindings()
+        self._owner: int | None = None
 
     def _check(self, result):
         error, *values = result
@@ -44,13 +46,15 @@ class CudaPython:
     def open(self) -> None:
         """Device 0 current in this thread (its primary context, as the runtime API uses)."""
         self._check(self._runtime.cudaSetDevice(0))
+        self._owner = threading.get_ident()
 
     def close(self) -> None:
         """Nothing to undo: the runtime keeps the primary context for the process."""
 
     @contextlib.contextmanager
     def current(self):
-        self.open()  # the runtime's current device is per thread
+        if threading.get_ident() != self._owner:  # the runtime's current device is per thread
+            self._check(self._runtime.cudaSetDevice(0))
         yield
 
     def device(self) -> tuple[str, str]:

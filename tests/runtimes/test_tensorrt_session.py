@@ -82,6 +82,25 @@ def test_trt_shape_change_refused_half_way_is_bound_again_in_full(monkeypatch, b
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
+def test_trt_session_called_from_another_thread_makes_its_context_current_there_and_back(monkeypatch, binding):
+    """The server scenario calls one session from several threads."""
+    import threading
+
+    from runtimes.tensorrt_session import TrtSession
+
+    _, _, module = install(monkeypatch, binding)
+    with TrtSession(b"engine", IO_SPEC) as session:
+        results = []
+        worker = threading.Thread(target=lambda: results.append(session.run(_feeds(2))["y"]))
+        worker.start()
+        worker.join(timeout=30)
+        assert len(results) == 1 and results[0].shape == (2, 4)
+        if binding == "pycuda":
+            assert len(module.stack) == 1  # the opening thread's push, nothing left by the other
+    assert _balanced(binding, module)
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
 def test_trt_device_timing_calls_run_through_each_binding(monkeypatch, binding):
     from runtimes.base import DeviceTimed
     from runtimes.tensorrt_session import TrtSession
