@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ONNX Runtime's CPU build by default; on an NVIDIA machine: make setup EXTRAS=gpu,tensorrt,dev
+# (in a fresh .venv: the two builds cannot share one)
+EXTRAS ?= cpu,dev
 
 .PHONY: setup demo test bench lint clean
 
@@ -10,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: setup

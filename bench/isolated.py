@@ -203,6 +203,6 @@ def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None)
         warmup_runs=sum(r["warmup_runs"] for r in rounds),
         harness_overhead=overhead,
         device_latency=LatencyStats.from_rounds(batch, [np.asarray(r["device_samples_ns"]) for r in rounds])
-        if "device_samples_ns" in rounds[0]
+        if all("device_samples_ns" in r for r in rounds)
         else None,
     )

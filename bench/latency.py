@@ -2,8 +2,8 @@
 duration; the server scenario; and the harness's own overhead.
 
 The harness owns the clock: perf_counter_ns around `run` + `sync` (end to end, copies
-included), and on GPU sessions also CUDA events around the enqueue alone (device time);
-sessions never time themselves.
+included), and on GPU sessions also CUDA events around a launch queued behind a held
+stream (device time: the GPU alone); sessions never time themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ REWARM_S = 0.001
 # the harness-overhead pairs: chunks this long at least, so each chunk's median is steady
 OVERHEAD_CHUNK_S = 0.005
 OVERHEAD_CHUNK_RUNS = 3
+# device timing: how long queueing one launch behind a held stream may take before the
+# watchdog lets the stream go (a launch is queued in well under a millisecond)
+GATE_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,21 +158,51 @@ def time_calls(session: Session, feeds: dict[str, np.ndarray], min_runs: int, mi
     return np.asarray(samples)
 
 
+class DeviceTimingUnavailable(RuntimeError):
+    """The device could not be timed apart from the host (the stream could not be held)."""
+
+
 def time_device_calls(
     session: DeviceTimed, feeds: dict[str, np.ndarray], min_runs: int, min_duration_s: float
 ) -> np.ndarray:
     """Nanoseconds of device time per call: CUDA events recorded on the session's stream
-    around the enqueue, inputs already on the device and outputs left there."""
+    around the enqueue, inputs already on the device and outputs left there.
+
+    An event is stamped when the GPU reaches it, that is once all earlier work on the
+    stream is done. On an idle stream the start event is reached at once, and the GPU
+    then waits while the host pushes the kernels: the interval would hold the host's
+    enqueue, all of it for a small model. So the stream is held at a gate while start,
+    the launch and stop are queued, and let go only then: the interval is the GPU running
+    work already queued. A watchdog lets go of the gate if queueing stalls (a launch queue
+    too deep to hold, a synchronizing call inside the launch), so nothing hangs; the
+    measurement then stops with DeviceTimingUnavailable."""
     session.prepare(feeds)
+    session.enqueue()  # the first launch after a shape change does set-up work: not timed
+    session.sync()
     min_duration_ns = int(min_duration_s * 1e9)
     samples: list[int] = []
     clock = time.perf_counter_ns
     started = clock()
     while len(samples) < min_runs or clock() - started < min_duration_ns:
-        start = session.record()
-        session.enqueue()
-        stop = session.record()
+        try:
+            session.hold()
+        except RuntimeError as err:
+            raise DeviceTimingUnavailable(str(err)) from err
+        watchdog = threading.Timer(GATE_TIMEOUT_S, session.release)
+        watchdog.start()
+        try:
+            start = session.record()
+            session.enqueue()
+            stop = session.record()
+            held = not start.done()
+        finally:
+            watchdog.cancel()
+            session.release()  # never leave the stream held, whatever raised
         stop.wait()
+        if not held:
+            raise DeviceTimingUnavailable(
+                f"the stream ran before the gate opened (it did not hold, or queueing took over {GATE_TIMEOUT_S} s)"
+            )
         samples.append(round(stop.ms_since(start) * 1e6))
     return np.asarray(samples)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edgeopt import __version__
-from edgeopt.core.errors import EdgeoptError, RecipeError
+from edgeopt.core.errors import EdgeoptError, RecipeError, RuntimeUnavailable
 from edgeopt.core.targets import Target
 
 log = logging.getLogger("edgeopt")
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": _recipe,
             "doctor": _doctor,
         }
+        if args.verb not in ("compare", "recipe", "doctor"):
+            _require_onnxruntime()
         return verbs[args.verb](args)
     except EdgeoptError as err:
         if args is not None and args.debug:
@@ -187,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (`edgeopt recipe --schema | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's advice: no error at exit
         return EXIT_OK
+
+
+def _require_onnxruntime() -> None:
+    """onnxruntime comes from one of two extras (cpu, gpu), never both: say so in one line
+    rather than fail deep inside a stage."""
+    from runtimes.ort_providers import problem_here
+
+    problem = problem_here()
+    if problem:
+        raise RuntimeUnavailable(problem)
 
 
 def _run(args) -> int:

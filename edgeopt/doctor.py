@@ -17,9 +17,8 @@ def report() -> list[str]:
         f"target    {machine['target']} ({machine['target_reason']}): INT8 built with --target auto is "
         f"{_flavour(machine['target'])}",
         f"gpu       {', '.join(machine['gpus']) or 'none (nvidia-smi not found or no device)'}",
-        f"tensorrt  {_version(machine, 'tensorrt') or 'not installed (pip install edgeopt[tensorrt] on a CUDA machine)'}",
-        f"pycuda    {_version(machine, 'pycuda') or 'not installed (pip install edgeopt[tensorrt])'}",
-        f"ort gpu   {_version(machine, 'onnxruntime-gpu') or 'not installed (pip uninstall onnxruntime, then pip install edgeopt[gpu])'}",
+        *_cuda_lines(machine),
+        f"onnxrt    {_onnxruntime()}",
         "libraries " + ", ".join(f"{name} {version}" for name, version in machine["libraries"].items() if version),
         "",
         "runtimes",
@@ -29,14 +28,46 @@ def report() -> list[str]:
     return lines
 
 
+def _cuda_lines(machine: dict) -> list[str]:
+    """The driver (asked in a child process), the CUDA binding TensorRT sessions use, and
+    TensorRT's wheel: the three must agree on a CUDA major."""
+    from runtimes import cuda
+
+    driver = cuda.driver()
+    libraries = machine["libraries"]
+    wheels = [
+        f"{name} {libraries[name]}" for name in ("tensorrt-cu13", "tensorrt-cu12", "tensorrt") if libraries.get(name)
+    ]
+    tensorrt = wheels[0] if wheels else None
+    mismatch = cuda.installed_mismatch()
+    return [
+        f"driver    {driver.reason}",
+        f"cuda      {cuda.backend_summary()}",
+        f"tensorrt  {tensorrt or 'not installed (pip install edgeopt[tensorrt] on a CUDA machine)'}"
+        + (f"; {mismatch}" if mismatch else ""),
+    ]
+
+
+def _onnxruntime() -> str:
+    """Which onnxruntime build owns the onnxruntime/ folder: the CPU one or the GPU one
+    (and its CUDA), never both."""
+    from runtimes import ort_providers
+
+    owners = ort_providers.owners()
+    problem = ort_providers.install_problem(owners)
+    if problem:
+        return problem
+    import onnxruntime
+    from onnxruntime.capi import build_and_package_info
+
+    cuda_version = getattr(build_and_package_info, "cuda_version", None)
+    build = f"GPU build for CUDA {cuda_version}" if cuda_version else "CPU build; edgeopt[gpu] for the GPU one"
+    return f"{owners[0]} {onnxruntime.__version__} ({build})"
+
+
 def _flavour(target: str) -> str:
     from exporter.quantize import choose_flavour
 
     flavour = choose_flavour(Target(target))
     bits = "7-bit" if flavour.reduce_range else "8-bit"
     return f"{flavour.activations} activations, {bits} {flavour.weights} weights"
-
-
-def _version(machine: dict, package: str) -> str | None:
-    version = machine["libraries"].get(package)
-    return f"{package} {version}" if version else None

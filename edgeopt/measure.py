@@ -19,6 +19,7 @@ from bench.steadiness import Steadiness
 from edgeopt import log as progress_log
 from edgeopt.core.artifact import Artifact
 from edgeopt.core.data import Dataset, Split
+from edgeopt.core.errors import RuntimeUnavailable
 from edgeopt.recipe import BenchSettings, LoadedRecipe
 from runtimes import RUNTIMES, load, probe
 from runtimes.base import SessionOptions
@@ -39,8 +40,9 @@ def benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dat
     order the recipe lists them (the accuracy reference, `model`, first)."""
     settings = loaded.recipe.bench
     plan, skipped = _plan(loaded, artifacts)
-    jobs = _jobs(plan, artifacts, settings, skipped)
-    accuracy = _accuracy(plan, artifacts, dataset, settings)
+    accuracy = _accuracy(plan, artifacts, dataset, settings, skipped)
+    # a session that did not start on its runtime (a GPU provider that fell over) is not measured
+    jobs = _jobs([pair for pair in plan if pair in accuracy], artifacts, settings, skipped)
     server = ServerSettings(**settings.server.model_dump()) if settings.server else None
     timed = _time(jobs, dataset.test, settings, server)
     rows = [
@@ -145,15 +147,23 @@ def _scenario(job: Job, served, server: ServerSettings) -> dict:
     }
 
 
-def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: BenchSettings) -> dict:
-    """Each artifact × runtime on the whole test split; agreement against the first one."""
+def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: BenchSettings, skipped) -> dict:
+    """Each artifact × runtime on the whole test split; agreement against the first one.
+    A session its runtime cannot start is left out, with its reason in `skipped`."""
     results = {}
     reference = None
     for name, runtime_id in plan:
         artifact = artifacts[name]
         fixed = artifact.io.inputs[0].shape[0]
         batch_size = fixed if isinstance(fixed, int) else settings.accuracy_batch_size
-        with load(runtime_id, artifact, SessionOptions(threads=max(settings.threads))) as session:
+        try:
+            session = load(runtime_id, artifact, SessionOptions(threads=max(settings.threads)))
+        except RuntimeUnavailable as err:
+            reason = str(err).removeprefix(f"{runtime_id}: ")
+            skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
+            log.warning("%s not measured on %s: %s", name, runtime_id, reason)
+            continue
+        with session:
             outputs = predict(session, dataset.test, batch_size)
         if reference is None:
             reference = outputs

@@ -101,17 +101,48 @@ def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
     return found
 
 
+# what TensorRT's dequantize layer takes (onnx-tensorrt's operator matrix: INT8 and FP8; INT4
+# and FP4 since TensorRT 10); int32, the type of ONNX Runtime's quantized biases, is not one
+_TENSORRT_DEQUANTIZES = {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.FLOAT8E4M3FN,
+    onnx.TensorProto.INT4,
+    onnx.TensorProto.FLOAT4E2M1,
+}
+
+
+def wide_dequantizers(model: onnx.ModelProto) -> list[str]:
+    """DequantizeLinear nodes over a constant TensorRT cannot dequantize (int32 biases)."""
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+        and types.get(node.input[0], onnx.TensorProto.INT8) not in _TENSORRT_DEQUANTIZES
+    ]
+
+
+def _refuse_unfit_qdq(artifact: Artifact) -> None:
+    model = load_onnx(artifact.path, load_weights=True)
+    unfit = asymmetric_quantizers(model)
+    if unfit:
+        raise ExportError(
+            f"{artifact.path}: {len(unfit)} QuantizeLinear nodes (first: {unfit[0]}) are unsigned or have zero points; TensorRT needs symmetric S8 QDQ: quantize with target: tensorrt"
+        )
+    wide = wide_dequantizers(model)
+    if wide:
+        raise ExportError(
+            f"{artifact.path}: {len(wide)} DequantizeLinear nodes (first: {wide[0]}) dequantize int32 (quantized biases), which TensorRT cannot parse; quantize again with target: tensorrt"
+        )
+
+
 def build_trt(artifact: Artifact, options: BuildTrtOptions, context: StageContext) -> Artifact:
     from runtimes import tensorrt
 
     if artifact.format is not Format.ONNX:
         raise ExportError(f"{artifact.path}: build_trt takes an ONNX artifact, this one is {artifact.format}")
     if artifact.precision is Precision.INT8_QDQ:
-        unfit = asymmetric_quantizers(load_onnx(artifact.path, load_weights=True))
-        if unfit:
-            raise ExportError(
-                f"{artifact.path}: {len(unfit)} QuantizeLinear nodes (first: {unfit[0]}) are unsigned or have zero points; TensorRT needs symmetric S8 QDQ: quantize with target: tensorrt"
-            )
+        _refuse_unfit_qdq(artifact)
     device = tensorrt.here()
     flags = build_flags(device.tensorrt_version, artifact.precision, options.precision is EnginePrecision.FP16)
     observed = {name: array.shape for name, array in context.probe.items()}

@@ -43,6 +43,13 @@ _LOOSE = Tolerance(atol=1.0, rtol=1.0, min_cosine=0.99)
 _UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
+# TensorRT's DequantizeLinear takes 8-bit (and FP8/INT4/FP4) inputs only, and ORT's default
+# QuantizeBias=True writes int32 bias DequantizeLinear nodes that fail TensorRT's ONNX parse
+# (onnxruntime #14229, TensorRT #3360): biases stay float, which TensorRT fuses into the layer.
+# With float biases the weight scales need no widening to keep int32 biases in range.
+_TENSORRT_BIASES = {"QuantizeBias": False, "QDQDisableWeightAdjustForInt32Bias": True}
+
+
 class Metric(StrEnum):
     TOP1 = "top1"
     COSINE = "cosine"
@@ -152,6 +159,8 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
     }[options.method]
     extra = {"ActivationSymmetric": flavour.symmetric_activations, "WeightSymmetric": True, **_UNTYPED_AS_FLOAT}
+    if target is Target.TENSORRT:
+        extra |= _TENSORRT_BIASES
 
     # another machine's kernels: verified by the QDQ's exact semantics, not this CPU's kernels
     simulate = target is not host_target()[0]

@@ -6,6 +6,7 @@ Sessions never time themselves; `bench.latency` owns the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -35,6 +36,12 @@ class SessionOptions:
     # ONNX Runtime on x86: integer ops with s8 weights run as u8×u8, which cannot saturate
     # (exact, slower); what another machine's INT8 kernels compute
     exact_int8: bool = False
+    # where a runtime keeps what it builds across sessions (ONNX Runtime's TensorRT engines
+    # and timing caches); None: beside the artifact's store, or none for a bare model
+    cache_dir: Path | None = None
+    # min/opt/max shape per input with symbolic dims, for runtimes that build for a range
+    # of shapes ahead of time (ONNX Runtime's TensorRT provider); None: its own choice
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None = None
 
 
 class Session(Protocol):
@@ -64,20 +71,31 @@ class Session(Protocol):
 class DeviceEvent(Protocol):
     def wait(self) -> None: ...
 
+    def done(self) -> bool:
+        """Whether the device has reached the event."""
+        ...
+
     def ms_since(self, start: DeviceEvent) -> float: ...
 
 
 @runtime_checkable
 class DeviceTimed(Protocol):
     """What GPU sessions add so the harness can time the device alone: `prepare` puts the
-    inputs on the device, `enqueue` launches the model without waiting, and `record`
-    records a CUDA event on the session's stream. Copies stay out of the device time."""
+    inputs on the device, `enqueue` launches the model without waiting, `record` records
+    a CUDA event on the session's stream, and `hold` makes the stream wait, before
+    anything queued after it, until `release` (which takes no lock and may be called
+    from another thread, or twice). Copies and the host's enqueue stay out of the
+    device time."""
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> None: ...
 
     def enqueue(self) -> None: ...
 
     def record(self) -> DeviceEvent: ...
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class SessionBase:

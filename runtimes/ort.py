@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
+import contextlib
+import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from edgeopt.core.artifact import Artifact, Format, TensorSpec
 from edgeopt.core.errors import DataError, ModelLoadError, RuntimeUnavailable, first_line
+from runtimes import ort_providers
 from runtimes.base import Availability, SessionBase, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,9 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "trt": "TensorrtExecutionProvider",
 }
+
+# the folder beside a store's artifacts where ONNX Runtime's TensorRT provider keeps engines
+RUNTIME_CACHE = "ort-tensorrt"
 
 # where the first provider cannot take a node: TensorRT's leftovers run on CUDA, not the CPU
 _FALLBACK = {"cpu": [], "cuda": [], "trt": ["CUDAExecutionProvider"]}
@@ -44,27 +49,41 @@ _ORT_TYPES = {
 
 
 def probe(device: str) -> Availability:
-    if importlib.util.find_spec("onnxruntime") is None:
-        return Availability(False, "onnxruntime: not installed")
+    """Whether ort-<device> runs here: onnxruntime installed once, with the provider built
+    in, and (for CUDA and TensorRT) the provider really starting."""
+    problem = _build_problem(device)
+    if problem:
+        return Availability(False, problem)
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return Availability(True, f"onnxruntime {ort.__version__} with {PROVIDERS[device]}")
+    ok, reason = ort_providers.starts(PROVIDERS[device])
+    return Availability(ok, reason)
+
+
+def _build_problem(device: str) -> str | None:
+    """What the installed build lacks for `device`; cheap (no session), so that loading
+    in a measuring process costs no more than the session itself."""
+    problem = ort_providers.problem_here()
+    if problem:
+        return problem
     import onnxruntime as ort
 
     provider = PROVIDERS[device]
     if provider in ort.get_available_providers():
-        return Availability(True, f"onnxruntime {ort.__version__} with {provider}")
-    package = "onnxruntime"
-    for name in ("onnxruntime-gpu", "onnxruntime"):
-        try:
-            package = f"{name} {importlib.metadata.version(name)}"
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return Availability(False, f"{package} has no {provider} (install edgeopt[gpu] on a CUDA machine)")
+        return None
+    package = f"{(*ort_providers.owners(), 'onnxruntime')[0]} {ort.__version__}"
+    return f"{package} has no {provider} (install edgeopt[gpu] on a CUDA machine)"
 
 
 class OrtSession(SessionBase):
-    def __init__(self, session, device: str):
+    """placement: nodes per execution provider, where ONNX Runtime recorded it (GPU)."""
+
+    def __init__(self, session, device: str, placement: dict[str, int] | None = None):
         self._session = session
         self._device = device
+        self.placement = placement or {}
         self.inputs = tuple(_spec(a) for a in session.get_inputs())
         self.outputs = tuple(_spec(a) for a in session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
@@ -86,18 +105,55 @@ class OrtSession(SessionBase):
 def load(artifact: Artifact, device: str, options: SessionOptions) -> OrtSession:
     if artifact.format is not Format.ONNX:
         raise RuntimeUnavailable(f"ort-{device}: cannot run a {artifact.format} artifact")
+    if device == "trt":
+        options = tensorrt_session_options(artifact, options)
     return open_model(artifact.path, device, options)
+
+
+def tensorrt_session_options(artifact: Artifact, options: SessionOptions) -> SessionOptions:
+    """Engines cached beside the store's artifacts (not inside one: that would change its
+    hash), for the profile of the inputs with symbolic dims (the provider wants them all,
+    and only them)."""
+    dynamic = {spec.name for spec in artifact.io.inputs if any(isinstance(d, str) for d in spec.shape)}
+    profile = {name: shapes for name, shapes in (options.profile or {}).items() if name in dynamic}
+    cache_dir = options.cache_dir or artifact.directory.parent / RUNTIME_CACHE
+    return dataclasses.replace(options, cache_dir=cache_dir, profile=profile or None)
 
 
 def open_model(source: Path | bytes, device: str = "cpu", options: SessionOptions | None = None) -> OrtSession:
     """A session on a model file or a serialised model, for stages that run models they
-    are still building (no Artifact record yet)."""
-    availability = probe(device)
-    if not availability.ok:
-        raise RuntimeUnavailable(f"ort-{device}: {availability.reason}")
+    are still building (no Artifact record yet). On CUDA and TensorRT, a session whose
+    provider did not start is refused (RuntimeUnavailable), never run somewhere else."""
+    problem = _build_problem(device)
+    if problem:
+        raise RuntimeUnavailable(f"ort-{device}: {problem}")
     import onnxruntime as ort
 
     options = options or SessionOptions()
+    session_options = _session_options(ort, device, options)
+    name = source if isinstance(source, Path) else "the model"
+    if device != "cpu":
+        ort_providers.load_libraries(PROVIDERS[device])
+    try:
+        # Python's retry on another provider prints a banner on stdout; enable_fallback=0 lets the error through
+        with contextlib.redirect_stdout(sys.stderr):
+            session = ort.InferenceSession(
+                str(source) if isinstance(source, Path) else source,
+                session_options,
+                providers=_providers(device, options),
+                disabled_optimizers=DISABLED_FUSIONS[device] if options.optimize else None,
+                enable_fallback=0,
+            )
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
+        if device != "cpu":
+            raise RuntimeUnavailable(
+                f"ort-{device}: {PROVIDERS[device]} failed on {name}: {ort_providers.message(err)}"
+            ) from err
+        raise ModelLoadError(f"{name}: onnxruntime cannot load it: {first_line(err)}") from err
+    return _checked(session, device)
+
+
+def _session_options(ort, device: str, options: SessionOptions):
     session_options = ort.SessionOptions()
     level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if options.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -109,17 +165,32 @@ def open_model(source: Path | bytes, device: str = "cpu", options: SessionOption
     if options.threads is not None:
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
-    name = source if isinstance(source, Path) else "the model"
-    try:
-        session = ort.InferenceSession(
-            str(source) if isinstance(source, Path) else source,
-            session_options,
-            providers=[PROVIDERS[device], *_FALLBACK[device]],
-            disabled_optimizers=DISABLED_FUSIONS[device] if options.optimize else None,
-        )
-    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
-        raise ModelLoadError(f"{name}: onnxruntime cannot load it: {first_line(err)}") from err
-    return OrtSession(session, device)
+    if device != "cpu":
+        session_options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    return session_options
+
+
+def _providers(device: str, options: SessionOptions) -> list:
+    """The providers in order: the device's own first, with its options."""
+    if device == "trt" and options.cache_dir is not None:
+        first = (PROVIDERS[device], ort_providers.tensorrt_options(options.cache_dir, options.profile))
+    else:
+        first = PROVIDERS[device]
+    return [first, *_FALLBACK[device]]
+
+
+def _checked(session, device: str) -> OrtSession:
+    """The session, if it runs on the provider asked for."""
+    if device == "cpu":
+        return OrtSession(session, device)
+    placement = ort_providers.placement(session)
+    problem = ort_providers.registered_problem(PROVIDERS[device], list(session.get_providers()), placement)
+    if problem:
+        raise RuntimeUnavailable(f"ort-{device}: {problem} (edgeopt doctor says why)")
+    session.disable_fallback()  # a provider failing inside run() raises, not reruns on the CPU
+    if len(placement) > 1:
+        log.info("ort-%s: %s", device, ", ".join(f"{count} nodes on {name}" for name, count in placement.items()))
+    return OrtSession(session, device, placement)
 
 
 def _spec(arg) -> TensorSpec:

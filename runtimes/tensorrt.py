@@ -1,35 +1,33 @@
-"""TensorRT: engines built from ONNX artifacts, run with pycuda buffers on one stream.
+"""TensorRT: engines built from ONNX artifacts, run on one stream through a CUDA binding
+(cuda-python or pycuda, runtimes.cuda).
 
 `build_engine` parses an ONNX file and writes a serialized engine; `load` opens one
-for the `trt` runtime. An engine only runs on the TensorRT version and GPU that built
-it, so each carries `<engine>.json` (runtimes.tensorrt_settings.EngineMeta) and `load`
-refuses a mismatch in one line. tensorrt and pycuda are imported inside functions:
-nothing touches the GPU before `load()`.
+for the `trt` runtime (runtimes.tensorrt_session). An engine only runs on the TensorRT
+version and GPU that built it, so each carries `<engine>.json`
+(runtimes.tensorrt_settings.EngineMeta) and `load` refuses a mismatch in one line.
+tensorrt and the binding are imported inside functions: nothing touches the GPU before
+`load()`, and `probe()` asks the driver in a child process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json
 import logging
 import os
 import re
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from edgeopt.core.artifact import Artifact, Format, TensorSpec
-from edgeopt.core.errors import DataError, ExportError, ModelLoadError, RuntimeUnavailable, first_line
-from runtimes.base import Availability, SessionBase, SessionOptions
+from edgeopt.core.artifact import Artifact, Format
+from edgeopt.core.errors import ExportError, ModelLoadError, RuntimeUnavailable, first_line
+from runtimes import cuda
+from runtimes.base import Availability, SessionOptions
 from runtimes.tensorrt_settings import BuildFlags, Device, EngineMeta, features, mismatch
 
 log = logging.getLogger(__name__)
 
-INSTALL = "pip install edgeopt[tensorrt] on a machine with an NVIDIA GPU"
+INSTALL = "pip install 'edgeopt[tensorrt]' on a machine with an NVIDIA GPU"
 
 
 class EngineMismatch(RuntimeUnavailable):
@@ -38,9 +36,20 @@ class EngineMismatch(RuntimeUnavailable):
 
 @functools.cache
 def probe(device: str = "gpu") -> Availability:
-    missing = [name for name in ("tensorrt", "pycuda") if importlib.util.find_spec(name) is None]
-    if missing:
-        return Availability(False, f"{' and '.join(missing)}: not installed ({INSTALL})")
+    if importlib.util.find_spec("tensorrt") is None:
+        return Availability(False, f"tensorrt: not installed ({INSTALL})")
+    try:
+        binding = cuda.backend()
+    except RuntimeUnavailable as err:
+        return Availability(False, str(err))
+    if binding is None or not cuda.installed(cuda.BACKENDS[binding][0]):
+        return Availability(False, f"{binding or 'cuda-python or pycuda'}: not installed ({INSTALL})")
+    problem = cuda.installed_mismatch()
+    if problem:
+        return Availability(False, problem)
+    found = cuda.driver()
+    if not found.ok:
+        return Availability(False, found.reason)
     try:
         import tensorrt as trt
     except Exception as err:  # a wheel without its CUDA libraries raises OSError/ImportError
@@ -49,27 +58,17 @@ def probe(device: str = "gpu") -> Availability:
         features(trt.__version__)
     except RuntimeUnavailable as err:
         return Availability(False, str(err))
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as err:  # pycuda raises its own LogicError/RuntimeError without a driver
-        return Availability(False, f"pycuda: no CUDA driver ({first_line(err)})")
-    if count == 0:
-        return Availability(False, "pycuda: no CUDA device visible")
-    return Availability(True, f"tensorrt {trt.__version__} with pycuda on {cuda.Device(0).name()}")
+    return Availability(True, f"tensorrt {trt.__version__} with {binding} on {found.devices[0]}")
 
 
 def here() -> Device:
     """This machine's TensorRT version and first GPU."""
-    import pycuda.driver as cuda
     import tensorrt as trt
 
-    cuda.init()
-    gpu = cuda.Device(0)
-    major, minor = gpu.compute_capability()
-    return Device(trt.__version__, gpu.name(), f"{major}.{minor}")
+    from runtimes.tensorrt_session import open_binding
+
+    name, compute_capability = open_binding().device()
+    return Device(trt.__version__, name, compute_capability)
 
 
 def meta_path(engine: Path) -> Path:
@@ -141,23 +140,58 @@ def build_engine(
             optimization.set_shape(name, low, best, high)
         config.add_optimization_profile(optimization)
     cache_path = timing_cache_dir / timing_cache_name(device) if timing_cache_dir else None
-    known = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(known), ignore_mismatch=False)
+    timings = _attach_timing_cache(config, cache_path)  # kept alive until the build is done
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT could not build an engine from it (run with -v for TensorRT's log)")
-    with engine_path.open("wb") as f:
-        f.write(serialized)
-    if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as f:
-            f.write(config.get_timing_cache().serialize())
-        os.replace(tmp, cache_path)
+    # everything that can fail comes before the first write
+    updated = config.get_timing_cache() if cache_path is not None else None
+    blob = bytes(updated.serialize()) if updated is not None else None
+    del timings
+    _write_atomically(engine_path, serialized)
+    if blob is not None:
+        try:  # a cache only saves time: failing to keep it must not fail the build
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(cache_path, blob)
+        except OSError as err:
+            log.warning("%s: timing cache not saved (%s)", cache_path, first_line(err))
     return device
 
 
-def load(artifact: Artifact, device: str, options: SessionOptions) -> TrtSession:
+def _attach_timing_cache(config, cache_path: Path | None):
+    """The saved timing cache where TensorRT takes it, else a fresh one. TensorRT gives None
+    for a blob it cannot read (create_timing_cache) and False for one timed on another GPU
+    or CUDA (set_timing_cache); either is logged, and the build starts a fresh cache."""
+    known = b""
+    if cache_path is not None:
+        try:
+            known = cache_path.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("%s: timing cache unreadable (%s); building without it", cache_path, first_line(err))
+    if known:
+        cache = config.create_timing_cache(known)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        log.warning("%s: TensorRT rejected this timing cache (damaged, or from another GPU or CUDA)", cache_path)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("TensorRT refused an empty timing cache; building without one")
+    return cache
+
+
+def _write_atomically(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load(artifact: Artifact, device: str, options: SessionOptions):
     if artifact.format is not Format.TRT_ENGINE:
         raise RuntimeUnavailable(
             f"trt: cannot run a {artifact.format} artifact; build an engine with the build_trt stage"
@@ -171,168 +205,6 @@ def load(artifact: Artifact, device: str, options: SessionOptions) -> TrtSession
         raise EngineMismatch(
             f"{artifact.path}: {problem}; rebuild it from its source ({meta.source_sha256[:12]}): run the recipe again or use edgeopt build"
         )
+    from runtimes.tensorrt_session import TrtSession
+
     return TrtSession(artifact.path.read_bytes(), artifact.io, options.verbose)
-
-
-@dataclass
-class _Buffers:
-    """Page-locked host arrays and device allocations for one set of input shapes."""
-
-    host: dict[str, np.ndarray]
-    device: dict[str, object]  # pycuda DeviceAllocation
-
-
-class TrtSession(SessionBase):
-    """One execution context and one stream. Buffers are allocated once per input shapes;
-    `run` copies in, enqueues with execute_async_v3, copies out, and waits.
-
-    For the latency harness it also offers `prepare` (inputs onto the device), `enqueue`
-    (launch only) and `record` (a CUDA event on the stream), so the device time can be
-    taken between events apart from the copies."""
-
-    def __init__(self, engine_bytes: bytes, io, verbose: bool = False):
-        import pycuda.driver as cuda
-        import tensorrt as trt
-
-        self._cuda = cuda
-        cuda.init()
-        self._cuda_context = cuda.Device(0).retain_primary_context()
-        self._cuda_context.push()  # current in the loading thread until close()
-        self._owner = threading.get_ident()
-        self._lock = threading.RLock()
-        self._runtime = trt.Runtime(_logger(verbose))
-        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-        if self._engine is None:
-            self._cuda.Context.pop()
-            raise ModelLoadError("TensorRT cannot deserialize the engine (corrupt, or built by another version)")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            self._cuda.Context.pop()
-            raise RuntimeUnavailable("trt: TensorRT cannot create an execution context (GPU memory full?)")
-        self._stream = cuda.Stream()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        is_input = {name: self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
-        self._dtypes = {name: np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))) for name in names}
-        shapes = {spec.name: spec.shape for spec in (*io.inputs, *io.outputs)}
-        specs = {name: TensorSpec(name, shapes.get(name, tuple(self._engine.get_tensor_shape(name))), str(self._dtypes[name])) for name in names}  # fmt: skip
-        self.inputs = tuple(specs[name] for name in names if is_input[name])
-        self.outputs = tuple(specs[name] for name in names if not is_input[name])
-        self._buffers: dict[tuple, _Buffers] = {}
-        self._bound: _Buffers | None = None
-
-    @contextlib.contextmanager
-    def _active(self):
-        """The CUDA context current for the call: pushed for the session's lifetime in
-        the loading thread, pushed and popped around calls from other threads."""
-        with self._lock:
-            if threading.get_ident() == self._owner:
-                yield
-                return
-            self._cuda_context.push()
-            try:
-                yield
-            finally:
-                self._cuda.Context.pop()
-
-    def _stage(self, feeds: dict[str, np.ndarray]) -> _Buffers:
-        """Bind buffers for these input shapes and queue the copies onto the device."""
-        arrays = {spec.name: np.asarray(feeds[spec.name], dtype=self._dtypes[spec.name]) for spec in self.inputs}
-        key = tuple(arrays[spec.name].shape for spec in self.inputs)
-        buffers = self._buffers.get(key) or self._allocate(key)
-        if self._bound is not buffers:
-            for spec, shape in zip(self.inputs, key, strict=True):
-                self._context.set_input_shape(spec.name, shape)
-            for name, allocation in buffers.device.items():
-                self._context.set_tensor_address(name, int(allocation))
-            self._bound = buffers
-        for name, array in arrays.items():
-            np.copyto(buffers.host[name], array)
-            self._cuda.memcpy_htod_async(buffers.device[name], buffers.host[name], self._stream)
-        return buffers
-
-    def _allocate(self, key: tuple) -> _Buffers:
-        shapes = {}
-        for spec, shape in zip(self.inputs, key, strict=True):
-            if not self._context.set_input_shape(spec.name, shape):
-                low, _, high = self._engine.get_tensor_profile_shape(spec.name, 0)
-                raise DataError(
-                    f"input '{spec.name}' shape {shape} is outside the engine's profile ({tuple(low)} to {tuple(high)}); rebuild with wider dims"
-                )
-            shapes[spec.name] = shape
-        for spec in self.outputs:
-            shape = tuple(self._context.get_tensor_shape(spec.name))
-            if any(d < 0 for d in shape):
-                raise RuntimeUnavailable(
-                    f"trt: output '{spec.name}' has a data-dependent shape, which this runtime does not run"
-                )
-            shapes[spec.name] = shape
-        host = {name: self._cuda.pagelocked_empty(shape, self._dtypes[name]) for name, shape in shapes.items()}
-        device = {name: self._cuda.mem_alloc(max(array.nbytes, 1)) for name, array in host.items()}
-        self._buffers[key] = _Buffers(host, device)
-        self._bound = None
-        return self._buffers[key]
-
-    def _launch(self) -> None:
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise RuntimeError("TensorRT could not enqueue the engine (run with -v for TensorRT's log)")
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._active():
-            buffers = self._stage(feeds)
-            self._launch()
-            for spec in self.outputs:
-                self._cuda.memcpy_dtoh_async(buffers.host[spec.name], buffers.device[spec.name], self._stream)
-            self._stream.synchronize()
-            # the page-locked buffers are reused by the next call: hand over copies
-            return {spec.name: buffers.host[spec.name].copy() for spec in self.outputs}
-
-    def prepare(self, feeds: dict[str, np.ndarray]) -> None:
-        with self._active():
-            self._stage(feeds)
-            self._stream.synchronize()
-
-    def enqueue(self) -> None:
-        with self._active():
-            self._launch()
-
-    def record(self) -> CudaEvent:
-        with self._active():
-            event = self._cuda.Event()
-            event.record(self._stream)
-            return CudaEvent(event, self)
-
-    def sync(self) -> None:
-        with self._active():
-            self._stream.synchronize()
-
-    def close(self) -> None:
-        if self._engine is None:
-            return
-        with self._active():
-            for buffers in self._buffers.values():
-                for allocation in buffers.device.values():
-                    allocation.free()
-            self._buffers.clear()
-            self._bound = None
-            self._context = None
-            self._engine = None
-            self._runtime = None
-            self._stream = None
-        if threading.get_ident() == self._owner:
-            self._cuda.Context.pop()
-
-
-class CudaEvent:
-    """A CUDA event recorded on a session's stream."""
-
-    def __init__(self, event, session: TrtSession):
-        self._event = event
-        self._session = session
-
-    def wait(self) -> None:
-        with self._session._active():
-            self._event.synchronize()
-
-    def ms_since(self, start: CudaEvent) -> float:
-        with self._session._active():
-            return self._event.time_since(start._event)

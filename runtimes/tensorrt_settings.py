@@ -12,6 +12,7 @@ quantization) on both; edgeopt never uses a calibrator.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,8 @@ class EngineMeta:
     io: dict[str, Any]  # the source's inputs and outputs (edgeopt.core.artifact.IO as JSON)
 
     def to_json(self) -> dict[str, Any]:
+        """JSON types only (lists, not tuples): a freshly built artifact's `engine` record
+        must equal the one read back from artifact.json."""
         return {
             "tensorrt_version": self.device.tensorrt_version,
             "gpu": self.device.gpu,
@@ -147,9 +150,12 @@ class EngineMeta:
             "precision": str(self.precision),
             "strongly_typed": self.strongly_typed,
             "builder_flags": list(self.builder_flags),
-            "profile": {name: {"min": s[0], "opt": s[1], "max": s[2]} for name, s in self.profile.items()},
+            "profile": {
+                name: {"min": list(low), "opt": list(best), "max": list(high)}
+                for name, (low, best, high) in self.profile.items()
+            },
             "workspace_bytes": self.workspace_bytes,
-            "io": self.io,
+            "io": json.loads(json.dumps(self.io)),
         }
 
     @classmethod

@@ -95,6 +95,30 @@ class TorchCudaSession(TorchSession):
         event.record()
         return TorchEvent(event)
 
+    _gate = None
+
+    def hold(self) -> None:
+        """The gate of runtimes.cuda on torch's current stream."""
+        import torch
+
+        from runtimes.cuda import StreamGate
+
+        if self._gate is None:
+            self._gate = StreamGate()
+        self._gate.close(torch.cuda.current_stream().cuda_stream)
+
+    def release(self) -> None:
+        gate = self._gate
+        if gate is not None:
+            gate.open()
+
+    def close(self) -> None:
+        if self._gate is not None:
+            self.sync()  # nothing may still wait on the gate's word
+            self._gate.free()
+            self._gate = None
+        super().close()
+
 
 class TorchEvent:
     def __init__(self, event):
@@ -102,6 +126,9 @@ class TorchEvent:
 
     def wait(self) -> None:
         self._event.synchronize()
+
+    def done(self) -> bool:
+        return self._event.query()
 
     def ms_since(self, start: TorchEvent) -> float:
         return start._event.elapsed_time(self._event)

@@ -23,15 +23,23 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
 
 
-def pytest_collection_modifyitems(config, items):
+def marker_reasons(run_slow: bool) -> dict[str, str | None]:
+    """Why each marker's tests skip here (None: they run). `gpu` asks the NVIDIA driver
+    itself, not torch: edgeopt installs the CPU build of torch, GPU machines included."""
     from runtimes import probe
+    from runtimes.cuda import driver
 
-    reasons = {}
-    gpu = probe("torch-cuda")
-    reasons["gpu"] = None if gpu.ok else f"no GPU: {gpu.reason}"
+    gpu = driver()
     trt = probe("trt")
-    reasons["tensorrt"] = None if trt.ok else f"no TensorRT: {trt.reason}"
-    reasons["slow"] = None if config.getoption("--run-slow") else "slow: run with --run-slow"
+    return {
+        "gpu": None if gpu.ok else f"no GPU: {gpu.reason}",
+        "tensorrt": None if trt.ok else f"no TensorRT: {trt.reason}",
+        "slow": None if run_slow else "slow: run with --run-slow",
+    }
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = marker_reasons(config.getoption("--run-slow"))
     for item in items:
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:

@@ -18,7 +18,18 @@ import psutil
 from edgeopt.core.cpu import cpu_model_and_flags
 from edgeopt.core.targets import host_target
 
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt", "pycuda")
+LIBRARIES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "numpy",
+    "tensorrt",
+    "tensorrt-cu12",
+    "tensorrt-cu13",
+    "cuda-python",
+    "pycuda",
+)
 
 
 def library_versions() -> dict[str, str | None]:

@@ -239,6 +239,25 @@ def test_cli_doctor_says_what_runs_here_and_why_not(capsys):
     assert "cpu " in out and "flags" in out
     for runtime_id in ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda"):
         assert runtime_id in out
+    from runtimes.cuda import backend_summary, driver
+
+    lines = out.splitlines()
+    assert f"driver    {driver().reason}" in lines  # asked of the driver library itself
+    assert f"cuda      {backend_summary()}" in lines  # the binding TensorRT sessions use
+    assert "onnxrt    onnxruntime 1.32.0 (CPU build; edgeopt[gpu] for the GPU one)" in lines
+
+
+def test_cli_with_both_onnxruntime_builds_installed_says_so_in_one_line(monkeypatch, capsys, tmp_path):
+    """onnxruntime and onnxruntime-gpu write the same folder; a mix of the two loses the
+    CUDA provider or worse."""
+    from runtimes import ort_providers
+
+    monkeypatch.setattr(ort_providers, "owners", lambda: ("onnxruntime", "onnxruntime-gpu"))
+    assert main(["simplify", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edgeopt: error: onnxruntime and onnxruntime-gpu are both installed")
+    assert main(["doctor"]) == 0  # doctor still says what is wrong
+    assert "onnxrt    onnxruntime and onnxruntime-gpu are both installed" in capsys.readouterr().out
 
 
 def test_cli_run_an_onnx_file_source_benchmarks_it_on_onnx_runtime(digits_onnx, factory_dir, tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from edgeopt.core.artifact import Artifact, Precision
@@ -14,7 +15,14 @@ from edgeopt.core.errors import DataError, RecipeError
 from edgeopt.core.onnx_model import load_onnx
 from edgeopt.core.targets import Target
 from edgeopt.store import Store
-from exporter.engine import BuildTrtOptions, DimRangeOption, asymmetric_quantizers, build_trt, with_batch_range
+from exporter.engine import (
+    BuildTrtOptions,
+    DimRangeOption,
+    asymmetric_quantizers,
+    build_trt,
+    wide_dequantizers,
+    with_batch_range,
+)
 from exporter.quantize import QuantizeInt8Options, quantize_int8
 from runtimes import load, probe
 
@@ -40,6 +48,54 @@ def quantized(tmp_path_factory, digits_onnx, digits):
 def test_asymmetric_quantizers_flags_the_cpu_flavour_and_passes_tensorrt_s8(quantized):
     assert asymmetric_quantizers(load_onnx(quantized[Target.X86_AVX2].path))
     assert asymmetric_quantizers(load_onnx(quantized[Target.TENSORRT].path)) == []
+
+
+def test_tensorrt_flavour_leaves_biases_float_so_every_dequantizer_is_8_bit(quantized):
+    """ONNX Runtime quantizes biases to int32 by default, which TensorRT's dequantize layer
+    cannot take; the CPU flavour keeps them (its kernels want them), TensorRT's must not."""
+    assert wide_dequantizers(load_onnx(quantized[Target.TENSORRT].path, load_weights=True)) == []
+    assert wide_dequantizers(load_onnx(quantized[Target.X86_AVX2].path, load_weights=True))
+
+
+def test_build_trt_refuses_int32_bias_dequantizers_in_one_line_before_tensorrt(tmp_path, digits):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeopt.core.artifact import IO, Format, TensorSpec
+    from edgeopt.core.errors import ExportError
+
+    constants = [
+        numpy_helper.from_array(np.float32(0.05), "scale"),
+        numpy_helper.from_array(np.int8(0), "zero"),
+        numpy_helper.from_array(np.ones((4, 1, 3, 3), np.int8), "weight_q"),
+        numpy_helper.from_array(np.ones(4, np.int32), "bias_q"),
+        numpy_helper.from_array(np.float32(0.0025), "bias_scale"),
+        numpy_helper.from_array(np.int32(0), "bias_zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["image", "scale", "zero"], ["image_q"], name="quantize"),
+        helper.make_node("DequantizeLinear", ["image_q", "scale", "zero"], ["image_dq"], name="dequantize"),
+        helper.make_node("DequantizeLinear", ["weight_q", "scale", "zero"], ["weight"], name="weight"),
+        helper.make_node("DequantizeLinear", ["bias_q", "bias_scale", "bias_zero"], ["bias"], name="bias"),
+        helper.make_node("Conv", ["image_dq", "weight", "bias"], ["logits"], name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "int32-bias",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 6, 6])],
+        constants,
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    io = IO(
+        (TensorSpec("image", ("batch", 1, 8, 8), "float32"),), (TensorSpec("logits", ("batch", 4, 6, 6), "float32"),)
+    )
+    artifact = Artifact(path, Format.ONNX, Precision.INT8_QDQ, "quantize_int8", {}, None, io)
+    out = tmp_path / "engine"
+    out.mkdir()
+    with pytest.raises(ExportError, match=r"1 DequantizeLinear nodes \(first: bias\) dequantize int32"):
+        build_trt(artifact, BuildTrtOptions(), StageContext(out, digits.probe()))
+    assert list(out.iterdir()) == []
 
 
 def test_with_batch_range_fills_the_batch_dim_and_keeps_a_given_range(digits_onnx):

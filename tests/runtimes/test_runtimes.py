@@ -92,12 +92,17 @@ def test_load_unavailable_runtime_says_why(digits_onnx):
         load("ort-cuda", digits_onnx)
 
 
+# the gpu marker asks the driver; these need torch's CUDA build as well
+TORCH_CUDA = probe("torch-cuda")
+needs_torch_cuda = pytest.mark.skipif(not TORCH_CUDA.ok, reason=f"torch-cuda: {TORCH_CUDA.reason}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "runtime_id",
     [
-        "torch-cuda",
-        "torch-cuda-fp16",
+        pytest.param("torch-cuda", marks=needs_torch_cuda),
+        pytest.param("torch-cuda-fp16", marks=needs_torch_cuda),
         pytest.param(
             "ort-cuda",
             marks=pytest.mark.skipif(not probe("ort-cuda").ok, reason=f"CUDA: {probe('ort-cuda').reason}"),
@@ -116,6 +121,7 @@ def test_gpu_sessions_match_the_cpu(runtime_id, digits_cnn, digits_onnx, digits)
 
 
 @pytest.mark.gpu
+@needs_torch_cuda
 def test_torch_cuda_device_time_is_taken_between_cuda_events(digits_cnn, digits):
     from bench.latency import time_device_calls
     from runtimes.base import DeviceTimed
@@ -140,7 +146,7 @@ def _fresh_python(code: str, **kwargs) -> subprocess.CompletedProcess:
 def test_import_edgeopt_and_runtimes_is_lean():
     result = _fresh_python(
         "import sys, edgeopt, runtimes, edgeopt.cli;"
-        "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda', 'onnxruntime', 'onnx') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda', 'cuda', 'onnxruntime', 'onnx') if m in sys.modules))"
     )
     assert result.stdout.strip() == "[]"
 

@@ -107,3 +107,28 @@ def test_mismatch_names_both_machines_when_version_or_gpu_differ(here, says):
 def test_timing_cache_name_is_one_file_name_per_version_and_gpu():
     name = timing_cache_name(Device("10.8.0", "NVIDIA GeForce RTX 4090/PCIe", "8.9"))
     assert name == "tensorrt-10.8.0-NVIDIA-GeForce-RTX-4090-PCIe-sm8.9.cache"
+
+
+def test_engine_record_of_a_fresh_artifact_equals_the_one_read_back(tmp_path):
+    """build_trt stores EngineMeta.to_json() on the artifact it returns; a later run reads
+    artifact.json back: the two must agree (tuples would not)."""
+    import dataclasses
+
+    from edgeopt.core.artifact import IO, Artifact, Format
+
+    io = IO((TensorSpec("image", ("batch", 1, 8, 8), "float32"),), (TensorSpec("logits", ("batch", 10), "float32"),))
+    meta = dataclasses.replace(_meta(H200), io=dataclasses.asdict(io))  # as build_trt makes it
+    (tmp_path / "model.engine").write_bytes(b"engine")
+    fresh = Artifact(
+        tmp_path / "model.engine",
+        Format.TRT_ENGINE,
+        Precision.INT8_QDQ,
+        "build_trt",
+        {},
+        None,
+        io,
+        engine=meta.to_json(),
+    )
+    fresh.save()
+    assert Artifact.load(tmp_path).engine == fresh.engine
+    assert fresh.engine["profile"]["image"]["max"] == [64, 1, 8, 8]
