@@ -20,13 +20,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from edgeopt import __version__
-from edgeopt.core.errors import EdgeoptError, RecipeError
+from edgeopt.core.errors import BenchmarkError, EdgeoptError, RecipeError
 from edgeopt.core.targets import Target
 
 log = logging.getLogger("edgeopt")
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROBE_HELP = "real samples to verify on (default: seeded random)"
+
+
+class DeviceUnusable(BenchmarkError):
+    """A device that was checked cannot measure."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +81,13 @@ def _run_parser(verbs) -> None:
     run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
     _option(run, "--target", Recipe, "target", help="the machine the models will run on (default: the recipe's)")
     run.set_defaults(target=None)
+    _device_options(run, "measure there (repeat for several; local is this machine, the default)")
+
+
+def _device_options(parser, help_text: str) -> None:
+    parser.add_argument("--device", action="append", dest="devices", default=[], metavar="NAME", help=help_text)
+    devices_help = "a YAML file with devices: (a recipe works too) defining the names --device may give"
+    parser.add_argument("--devices", type=Path, dest="devices_file", metavar="FILE", help=devices_help)
 
 
 def _transform_parsers(verbs) -> None:
@@ -140,6 +151,15 @@ def _measure_parsers(verbs) -> None:
     dim_help = "size of a symbolic dim other than the batch"
     bench.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE", help=dim_help)
     bench.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS")
+    bench.add_argument("--device", metavar="NAME", help="time them there, over SSH (default: this machine)")
+    devices_help = "a YAML file with devices: (a recipe works too) defining the names --device may give"
+    bench.add_argument("--devices", type=Path, dest="devices_file", metavar="FILE", help=devices_help)
+
+    devices = verbs.add_parser("devices", help="the devices that can measure: what they are and can run")
+    actions = devices.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    check = actions.add_parser("check", help="reach each device: its Python, runtimes, CPU flags and target, free disk")
+    check.add_argument("names", nargs="*", metavar="NAME", help="devices to check (default: every one defined)")
+    _device_options(check, argparse.SUPPRESS)
 
     compare = verbs.add_parser("compare", help="what got faster or slower beyond noise between two runs")
     compare.add_argument("before", type=Path, metavar="RUN_A")
@@ -164,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "build": _build,
             "bench": _bench,
             "compare": _compare,
+            "devices": _devices,
             "recipe": _recipe,
             "doctor": _doctor,
         }
@@ -195,8 +216,16 @@ def _run(args) -> int:
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
     )
-    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target))
+    devices = None
+    if args.devices or args.devices_file:
+        from edgeopt.devices import defined_devices, select
+
+        devices = select(args.devices or ["local"], defined_devices(loaded, args.devices_file))
+    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target), devices=devices)
     console.run_rows(result.document["rows"])
+    failed = [d for d in result.document["devices"] if d["status"] not in ("ok", "retried")]
+    for device in failed:
+        print(f"device {device['name']}: not measured ({device['status']}): {device['faults'][-1]}")
     console.run_trust(result.document["summary"])
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
     print(f"results: {output / 'results.json'}")
@@ -296,6 +325,14 @@ def _bench(args) -> int:
             raise RecipeError(f"--dim '{text}' is not NAME=SIZE with a positive size")
         dims[name] = int(size)
     runtimes, batches, threads = args.runtimes or ["ort-cpu"], args.batches or [1], args.threads or [1]
+    if args.device and args.device != "local":
+        from edgeopt.devices import defined_devices, select
+        from edgeopt.remote_bench import bench_on_device
+
+        device = select([args.device], defined_devices(None, args.devices_file))[0]
+        rows = bench_on_device(device, args.artifacts, runtimes, batches, threads, dims, args.min_duration)
+        console.bench_rows(rows, device.name)
+        return EXIT_OK
     console.bench_rows(bench_command(args.artifacts, runtimes, batches, threads, dims, args.min_duration))
     return EXIT_OK
 
@@ -308,6 +345,24 @@ def _compare(args) -> int:
     if not result.same_machine:
         log.warning("the runs are from different machines or library versions: differences are not only the code's")
     console.comparison(result, args.before, args.after, args.threshold)
+    return EXIT_OK
+
+
+def _devices(args) -> int:
+    from edgeopt.devices import check, defined_devices, select
+
+    if args.devices_file is None:
+        raise RecipeError("devices check: give --devices FILE, a YAML file with devices: (a recipe works too)")
+    defined = defined_devices(None, args.devices_file)
+    devices = select(args.names or [name for name in defined if name != "local"], defined)
+    problems = []
+    for device in devices:
+        lines, problem = check(device)
+        print("\n".join(lines), flush=True)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise DeviceUnusable("; ".join(problems))
     return EXIT_OK
 
 
