@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -93,9 +94,11 @@ class DeviceClient:
             limit = self.device.round_timeout_s + size / LINK_BYTES_PER_S
             try:  # the answer is one short line: it cannot fill the pipe before the end
                 process.wait(timeout=limit)
-            except BaseException:
+            except BaseException as err:  # a stalled link, or Ctrl-C: the receiver keeps nothing
                 process.kill()
                 process.wait()
+                if not isinstance(err, subprocess.TimeoutExpired):
+                    raise
                 raise DeviceFault(
                     f"device {self.name}: the transfer of {size / 1e6:.1f} MB did not end within {limit:g} s",
                     "link-down",

@@ -14,6 +14,7 @@ import logging
 
 from bench.accuracy import score
 from bench.device_replies import Info
+from bench.harness_archive import harness_archive
 from bench.isolated import pool
 from bench.remote import RemoteOutcome, RemoteRun, measure_remote
 from edgeopt import log as progress_log
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 def benchmark_remote(
     loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset, device: Device, info: Info
 ) -> Measured:
+    """Every artifact on every runtime the device has, as `benchmark` plans them here, at the
+    device's own thread counts; a device that failed twice gives no rows, a skip per pair
+    with its status, and its faults in `Measured.device`."""
     settings = loaded.recipe.bench
     if device.threads:
         settings = settings.model_copy(update={"threads": list(device.threads)})
@@ -67,7 +71,12 @@ def benchmark_remote(
     total = len({b for job in jobs for b in job.batches}) * settings.rounds
     with progress_log.progress(f"benchmarking on {device.name}", total) as advance:
         outcome = measure_remote(device.remote, run, lambda done, of: advance())
-    record = {"status": outcome.status, "faults": list(outcome.faults), "shipped_artifacts": outcome.shipped}
+    record = {
+        "status": outcome.status,
+        "faults": list(outcome.faults),
+        "shipped_artifacts": outcome.shipped,
+        "code_sha256": harness_archive().sha256,  # the measuring code it ran: this edgeopt's, byte for byte
+    }
     if outcome.collected is None:
         for name, runtime_id in plan:
             reason = f"not measured: {outcome.faults[-1]}"

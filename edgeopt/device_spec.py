@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from bench.device_client import DEFAULT_WORKDIR
+
 LOCAL = "local"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _PINNED = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
@@ -55,9 +57,7 @@ class DeviceSpec(_Strict):
     )
     known_hosts: Path | None = Field(None, description="a known_hosts file (default: ssh's own)")
     identity: Path | None = Field(None, description="a private key file (default: ssh's own, or your agent)")
-    workdir: str = Field(
-        "~/.cache/edgeopt-device", description="the device's cache of shipped code, artifacts and samples"
-    )
+    workdir: str = Field(DEFAULT_WORKDIR, description="the device's cache of shipped code, artifacts and samples")
 
     @field_validator("ssh", "python", "workdir")
     @classmethod

@@ -41,8 +41,9 @@ def device_facts(device: dict, document: dict) -> list[str]:
         built = f": {', '.join(int8)}" if int8 else ""
         facts.append(f"INT8 built for its target {device['target']} ({device.get('target_reason')}){built}.")
     if device["kind"] != "local" and machine:
+        code = f", sha256 {device['code_sha256'][:12]}" if device.get("code_sha256") else ""
         facts.append(
-            "Timed there by edgeopt's isolated, interleaved harness (shipped as one archive, run with the "
+            f"Timed there by edgeopt's isolated, interleaved harness (shipped as one archive{code}, run with the "
             "device's Python); accuracy from its outputs, scored here."
         )
     status = device["status"]

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +269,65 @@ def test_the_harness_archive_is_deterministic_and_runs_on_its_own(tmp_path):
     )
     info = json.loads(done.stdout)
     assert info["missing"] == [] and info["runtimes"]["ort-cpu"]["ok"]
+
+
+def test_device_answers_that_are_not_edgeopts_are_refused():
+    from bench.device_replies import Message, Result, decode_outputs, parse, to_collected
+    from bench.ssh import DeviceFault
+
+    for line, said in (
+        (b"rm -rf /\n", "not JSON"),
+        (b'{"hb": 1, "run": "code"}', "run: Extra inputs are not permitted"),
+        (b'{"progress": -1}', "progress: Input should be greater than or equal to 0"),
+        (b'{"error": "x", "kind": "exec"}', "kind: Input should be"),
+    ):
+        with pytest.raises(DeviceFault, match=said) as refused:
+            parse(line, Message, "edge")
+        assert refused.value.status == "bad-reply" and "\n" not in str(refused.value)
+    job = Job("onnx", "ort-cpu", 1, Path("a"), (1,))
+    round_ = {"samples_ns": [1000, 1100], "warmup_runs": 1}
+    whole = {"rounds": [{"job": 0, "batch": 1, "answers": [round_, round_]}], "processes": [{"job": 0, "load_s": 0.1, "baseline_rss_bytes": 1, "peak_rss_bytes": 2}], "overheads": [], "served": [], "steady": [], "predictions": []}  # fmt: skip
+    assert to_collected(Result.model_validate(whole), [job], 2, "edge").rounds[(job, 1)] == [round_, round_]
+    with pytest.raises(DeviceFault, match="an incomplete answer"):  # a round short: never pooled
+        to_collected(Result.model_validate(whole), [job], 3, "edge")
+    with pytest.raises(DeviceFault, match="an answer for job 1 of 1"):
+        to_collected(
+            Result.model_validate({**whole, "rounds": [{"job": 1, "batch": 1, "answers": []}]}), [job], 2, "edge"
+        )
+    output = {"name": "logits", "dtype": "float32", "shape": [2, 3], "data": "AAAA"}
+    with pytest.raises(DeviceFault, match="does not fill its shape"):
+        decode_outputs([output], "edge")
+    data = __import__("base64").b64encode(np.arange(6, dtype=np.float32).tobytes()).decode()
+    assert decode_outputs([{**output, "data": data}], "edge")["logits"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("host_key", [None, "accept-new", "SHA256:" + "A" * 43])
+def test_ssh_options_never_skip_the_host_key_check_or_prompt(host_key):
+    from bench.ssh import ssh_options
+
+    options = ssh_options(SshTarget("edge", "edge", host_key=host_key), "/tmp/eocmXXXXXXXX/%C")
+    values = options[1::2]
+    assert "BatchMode=yes" in values and "StrictHostKeyChecking=no" not in values
+    assert ("StrictHostKeyChecking=accept-new" in values) == (host_key == "accept-new")
+    assert len("/tmp/eocmXXXXXXXX/") + 40 <= 90  # the control socket's path fits sun_path with ssh's suffix
+
+
+@pytest.mark.parametrize(
+    ("stderr", "code", "status", "retry"),
+    [
+        ("Host key verification failed.\r\n", 255, "host-key", False),
+        ("root@127.0.0.1: Permission denied (publickey).\r\n", 255, "auth", False),
+        ("ssh: connect to host 10.0.0.3 port 22: Connection timed out\r\n", 255, "connect-timeout", True),
+        ("Connection timed out during banner exchange\r\n", 255, "connect-timeout", True),
+        ("ssh: connect to host 127.0.0.1 port 9: Connection refused\r\n", 255, "unreachable", True),
+        ("Timeout, server 10.77.3.2 not responding.\r\n", 255, "link-down", True),
+        ("Connection to 127.0.0.1 closed by remote host.\r\n", 255, "link-down", True),
+        ("bash: line 1: /opt/venv/bin/python: No such file or directory\n", 127, "setup", False),
+    ],
+)
+def test_ssh_failures_are_told_apart(stderr, code, status, retry):
+    from bench.ssh import describe_failure
+
+    fault = describe_failure(SshTarget("edge", "edge"), code, stderr)
+    assert (fault.status, fault.retry) == (status, retry) and str(fault).startswith("device edge: ")
+    assert "\r" not in str(fault) and "\n" not in str(fault)
