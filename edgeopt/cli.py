@@ -228,6 +228,8 @@ def _run(args) -> int:
         print(f"device {device['name']}: not measured ({device['status']}): {device['faults'][-1]}")
     console.run_trust(result.document["summary"])
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
+    if len(failed) == len(result.document["devices"]):  # recorded, and still no device measured anything
+        raise DeviceUnusable("; ".join(d["faults"][-1] for d in failed))
     print(f"results: {output / 'results.json'}")
     log.info("PASSED in %.1f s", time.perf_counter() - started)
     return EXIT_OK

@@ -227,3 +227,15 @@ def test_two_devices_in_namespaces_and_a_link_that_drops(digits_onnx, digits):
     # ssh's keepalive or the session's heartbeat notices first, whichever
     assert "stopped answering" in lost.faults[0] or "the link dropped" in lost.faults[0]
     assert "connect timed out" in lost.faults[1] and lost.status == "connect-timeout"
+
+
+def test_a_run_whose_only_device_cannot_be_reached_says_so_in_one_line(quick_demo, tmp_path, capsys):
+    with sshd.unresponsive_port() as port:
+        devices = tmp_path / "devices.yaml"
+        devices.write_text(json.dumps({"devices": {"dead": {"ssh": f"ssh://root@127.0.0.1:{port}", "timeouts": {"connect": 2}}}}))  # fmt: skip
+        out = tmp_path / "run"
+        assert main(["run", str(quick_demo), "--devices", str(devices), "--device", "dead", "--output", str(out)]) == 2
+    assert "edgeopt: error: device dead: connect timed out" in _one_error_line(capsys)
+    results = json.loads((out / "results.json").read_text())  # the failure is recorded all the same
+    assert results["rows"] == [] and results["devices"][0]["status"] == "connect-timeout"
+    assert results["artifacts"] == {}  # nothing was built for a device that never answered
