@@ -133,7 +133,8 @@ class Result(_Strict):
 
 
 class Message(_Strict):
-    """One line of a benchmark session: exactly one of these keys (progress with `of`)."""
+    """One line of a benchmark session: a heartbeat, ready, busy, progress (with `of`), the
+    result, or an error with its kind."""
 
     hb: float | None = None
     ready: Ready | None = None
