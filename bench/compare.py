@@ -14,9 +14,11 @@ from pathlib import Path
 from bench.results import SCHEMA_VERSION
 from edgeopt.core.errors import DataError
 
-READABLE = (3, 4, SCHEMA_VERSION)  # 4 and 5 only add fields: GPU device latency, unbuilt variants, steadiness
+# 4 to 6 only add fields (GPU device latency, unbuilt variants, steadiness, targets); 7 adds each
+# row's device, which older runs read as "local"
+READABLE = (3, 4, 5, 6, SCHEMA_VERSION)
 
-Key = tuple[str, str, int, int]  # variant, runtime, batch, threads
+Key = tuple[str, str, str, int, int]  # device, variant, runtime, batch, threads
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Comparison:
     changes: list[Change]
     only_before: list[Key]
     only_after: list[Key]
-    same_machine: bool
+    same_machine: bool  # every device measured in both ran on the same machine and library versions
 
 
 def load_run(path: Path) -> dict:
@@ -52,13 +54,16 @@ def load_run(path: Path) -> dict:
     version = document.get("schema_version") if isinstance(document, dict) else None
     if version not in READABLE:
         raise DataError(
-            f"{file}: results schema {version}, this edgeopt reads {' and '.join(map(str, READABLE))}; re-run its recipe to compare"
+            f"{file}: results schema {version}, this edgeopt reads {READABLE[0]} to {READABLE[-1]}; re-run its recipe to compare"
         )
     return document
 
 
 def compare(before: dict, after: dict, threshold: float = 0.02) -> Comparison:
+    """Rows of the same device, artifact, runtime, batch and threads: two devices' numbers
+    are never compared with each other."""
     old, new = _rows(before), _rows(after)
+    old_machines, new_machines = _machines(before), _machines(after)
     changes = []
     for key in old.keys() & new.keys():
         a, b = old[key], new[key]
@@ -74,14 +79,22 @@ def compare(before: dict, after: dict, threshold: float = 0.02) -> Comparison:
         changes=sorted(changes, key=lambda c: c.ratio),
         only_before=sorted(old.keys() - new.keys()),
         only_after=sorted(new.keys() - old.keys()),
-        same_machine=_machine(before) == _machine(after),
+        same_machine=all(old_machines[d] == new_machines[d] for d in old_machines.keys() & new_machines.keys()),
     )
 
 
-def _machine(document: dict) -> tuple:
-    machine = document["machine"]
-    return machine["cpu"], machine["logical_cores"], tuple(machine["gpus"]), machine["libraries"].get("onnxruntime")
+def _machines(document: dict) -> dict[str, tuple]:
+    """Each device's machine: CPU, cores, GPUs and ONNX Runtime version."""
+    found = {d["name"]: d["fingerprint"] for d in document.get("devices", []) if d.get("fingerprint")}
+    found.setdefault("local", document["machine"])
+    return {
+        name: (m["cpu"], m["logical_cores"], tuple(m["gpus"]), m["libraries"].get("onnxruntime"))
+        for name, m in found.items()
+    }
 
 
 def _rows(document: dict) -> dict[Key, dict]:
-    return {(r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"] for r in document["rows"]}
+    return {
+        (r.get("device", "local"), r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"]
+        for r in document["rows"]
+    }

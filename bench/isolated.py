@@ -10,6 +10,10 @@ sees the same mix of them. A measurement pools its rounds' samples; its spread, 
 the pooled medians of its even and its odd rounds lie apart, flags measurements that
 would not repeat. A probe process times a fixed workload in every round as well
 (bench/steadiness.py): how steady the machine itself ran.
+
+`collect` gathers the workers' raw answers and `pool` turns them into measurements, so a
+device over SSH runs `collect` there (bench/device_session.py) and its answers are pooled
+here by the same code.
 """
 
 from __future__ import annotations
@@ -19,14 +23,19 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bench.latency import LatencySettings, LatencyStats, even_odd_spread
+from bench.lines import LineReader, LineTimeout
 from bench.steadiness import Steadiness
 from edgeopt.core.errors import DataError
+
+# a worker's answer: samples of one round, or a device's outputs over its test split
+MAX_ANSWER_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -71,30 +80,49 @@ class ServerMeasured:
 SERVER_MIN_MS = 0.5
 
 
-class WorkerProcess:
-    """A `python -m bench.worker` process, asked one request at a time."""
+class WorkerHung(RuntimeError):
+    """A worker gave no answer within its deadline (it was killed)."""
 
-    def __init__(self, name: str):
+
+class WorkerExited(RuntimeError):
+    """A worker ended without answering (it crashed, or was killed)."""
+
+
+class WorkerProcess:
+    """A `python -m bench.worker` process, asked one request at a time. With `timeout_s`
+    an answer that does not come in time kills the worker and raises WorkerHung."""
+
+    def __init__(self, name: str, timeout_s: float | None = None):
         self.name = name
+        self.timeout_s = timeout_s
+        # a file, not a pipe: a full pipe would stall the worker; closed by close()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bench.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=self._stderr,
+            bufsize=0,
         )
+        self._answers = LineReader(self._process.stdout, MAX_ANSWER_BYTES)
 
     def ask(self, verb: str, request: dict) -> dict:
         try:
-            self._process.stdin.write(json.dumps({verb: request}) + "\n")
-            self._process.stdin.flush()
-            line = self._process.stdout.readline()
+            self._process.stdin.write((json.dumps({verb: request}) + "\n").encode())
+            line = self._answers.readline(self.timeout_s)
         except BrokenPipeError:
-            line = ""
+            line = b""
+        except LineTimeout as err:
+            self.close()
+            raise WorkerHung(f"benchmark worker for {self.name}: {verb}: {err}; it was stopped") from err
         if not line:
-            self._process.wait()
-            tail = (self._process.stderr.read().strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"benchmark worker for {self.name} exited {self._process.returncode}: {tail}")
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.close()
+            self._stderr.seek(0)
+            tail = (self._stderr.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise WorkerExited(f"benchmark worker for {self.name} exited {self._process.returncode}: {tail}")
         answer = json.loads(line)
         if "error" in answer:
             raise (DataError if answer["bad_input"] else RuntimeError)(f"{self.name}: {answer['error']}")
@@ -103,14 +131,16 @@ class WorkerProcess:
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.kill()
-            self._process.wait()
+        self._process.wait()
+        self._answers.close()
+        self._stderr.close()
 
 
 class Worker(WorkerProcess):
     """A worker holding one job's session."""
 
-    def __init__(self, job: Job, feeds: Path, settings: LatencySettings):
-        super().__init__(f"{job.variant} on {job.runtime}, {job.threads} threads")
+    def __init__(self, job: Job, feeds: Path, settings: LatencySettings, timeout_s: float | None = None):
+        super().__init__(f"{job.variant} on {job.runtime}, {job.threads} threads", timeout_s)
         self.job = job
         request = {
             "artifact_dir": str(job.artifact_dir),
@@ -129,6 +159,18 @@ class Benchmark:
     steadiness: Steadiness | None  # the machine's own speed over the same rounds; None without jobs
 
 
+@dataclass(frozen=True)
+class Collected:
+    """The workers' raw answers, before pooling: what a device sends back."""
+
+    rounds: dict[tuple[Job, int], list[dict]]  # each round's "time" answer
+    processes: dict[Job, dict]  # "load" and "finish" answers merged: load_s, baseline and peak RSS
+    overheads: dict[tuple[Job, int], float] = field(default_factory=dict)
+    served: dict[Job, tuple[float, list[int]]] = field(default_factory=dict)  # arrival rate, latencies
+    steady: list[list[int]] = field(default_factory=list)  # the probe's slices
+    predictions: dict[Job, list[dict]] = field(default_factory=dict)  # the "predict" answer's outputs
+
+
 def run_isolated(
     jobs: list[Job],
     feeds: Path,
@@ -138,57 +180,96 @@ def run_isolated(
     server: ServerSettings | None,
     on_done=None,
 ) -> Benchmark:
+    return pool(collect(jobs, feeds, settings, rounds, overhead, server, on_done))
+
+
+def collect(
+    jobs: list[Job],
+    feeds: Path,
+    settings: LatencySettings,
+    rounds: int,
+    overhead: bool,
+    server: ServerSettings | None,
+    on_done=None,
+    timeout_s: float | None = None,
+    predict: dict[Job, tuple[Path, int]] | None = None,
+) -> Collected:
+    """Every job's rounds, interleaved; `on_done()` after each round. `timeout_s` bounds
+    each answer; `predict` asks a job's worker for its outputs over a test .npz at a
+    batch size, after the timing."""
     if rounds < 2:
         raise ValueError("rounds: 2 at least, to tell how far a measurement repeats")
     workers: list[Worker] = []
     probe: WorkerProcess | None = None
     try:
         for job in jobs:  # one at a time: the load time is a cold start, not a contended one
-            workers.append(Worker(job, feeds, settings))
-        probe = WorkerProcess("the steadiness probe")
-        samples: dict[tuple[Job, int], list[dict]] = {}
-        steady: list[np.ndarray] = []
-        per_round = {
-            "min_runs": math.ceil(settings.min_runs / rounds),
-            "min_duration_s": settings.min_duration_s / rounds,
-        }
-        for batch in sorted({b for job in jobs for b in job.batches}):
-            for round_index in range(rounds):
-                # the probe takes its turn among the workers, so it sees the machine as they do
-                turns = [*workers, probe]
-                shift = round_index % len(turns)
-                for worker in turns[shift:] + turns[:shift]:
-                    if worker is probe:
-                        steady.append(np.asarray(probe.ask("steady", per_round)["samples_ns"]))
-                    elif batch in worker.job.batches:
-                        request = {"batch": batch, "warm_up": round_index == 0, **per_round}
-                        samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
-                if on_done is not None:
-                    on_done()
+            workers.append(Worker(job, feeds, settings, timeout_s))
+        probe = WorkerProcess("the steadiness probe", timeout_s)
+        samples, steady = _rounds(workers, probe, settings, rounds, on_done)
         overheads = {
             (w.job, b): w.ask("overhead", {"batch": b})["ratio"] for w in workers if overhead for b in w.job.batches
         }
         served = {w.job: _serve(w, samples[(w.job, 1)], server) for w in workers if server and 1 in w.job.batches}
-        finished = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
+        predictions = {}
+        for worker in workers:
+            if worker.job in (predict or {}):
+                test, size = predict[worker.job]
+                predictions[worker.job] = worker.ask("predict", {"test": str(test), "batch_size": size})["outputs"]
+        processes = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
     finally:
         for process in [*workers, probe]:
             if process is not None:
                 process.close()
-    measured = {key: _pool(key[1], answers, finished[key[0]], overheads.get(key)) for key, answers in samples.items()}
-    return Benchmark(
-        measured,
-        {job: result for job, result in served.items() if result is not None},
-        Steadiness.from_slices(steady) if steady else None,
+    return Collected(
+        samples, processes, overheads, {j: r for j, r in served.items() if r is not None}, steady, predictions
     )
 
 
-def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> ServerMeasured | None:
+def _rounds(workers: list[Worker], probe: WorkerProcess, settings: LatencySettings, rounds: int, on_done):
+    samples: dict[tuple[Job, int], list[dict]] = {}
+    steady: list[list[int]] = []
+    per_round = {"min_runs": math.ceil(settings.min_runs / rounds), "min_duration_s": settings.min_duration_s / rounds}
+    for batch in sorted({b for worker in workers for b in worker.job.batches}):
+        for round_index in range(rounds):
+            # the probe takes its turn among the workers, so it sees the machine as they do
+            turns = [*workers, probe]
+            shift = round_index % len(turns)
+            for worker in turns[shift:] + turns[:shift]:
+                if worker is probe:
+                    steady.append(probe.ask("steady", per_round)["samples_ns"])
+                elif batch in worker.job.batches:
+                    request = {"batch": batch, "warm_up": round_index == 0, **per_round}
+                    samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
+            if on_done is not None:
+                on_done()
+    return samples, steady
+
+
+def rounds_total(jobs: list[Job], rounds: int) -> int:
+    """How many times `collect` calls on_done."""
+    return len({b for job in jobs for b in job.batches}) * rounds
+
+
+def pool(collected: Collected) -> Benchmark:
+    measured = {
+        key: _pool(key[1], answers, collected.processes[key[0]], collected.overheads.get(key))
+        for key, answers in collected.rounds.items()
+    }
+    served = {
+        job: ServerMeasured(rate, LatencyStats.from_samples(1, np.asarray(latencies)))
+        for job, (rate, latencies) in collected.served.items()
+    }
+    steady = [np.asarray(s) for s in collected.steady]
+    return Benchmark(measured, served, Steadiness.from_slices(steady) if steady else None)
+
+
+def _serve(worker: Worker, timed: list[dict], server: ServerSettings) -> tuple[float, list[int]] | None:
     p50_ms = float(np.median(np.concatenate([t["samples_ns"] for t in timed]))) / 1e6
     if p50_ms < SERVER_MIN_MS:
         return None
     rate = server.load * 1000.0 / p50_ms
     answer = worker.ask("serve", {"rate_per_s": rate, "requests": server.requests, "concurrency": server.concurrency})
-    return ServerMeasured(rate, LatencyStats.from_samples(1, np.asarray(answer["samples_ns"])))
+    return rate, answer["samples_ns"]
 
 
 def _pool(batch: int, rounds: list[dict], process: dict, overhead: float | None) -> Measured:

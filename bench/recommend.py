@@ -1,6 +1,8 @@
 """Which artifact to ship for each target, under the recipe's accuracy budget.
 
-A target is a device (CPU, GPU) at a thread count; the pick is an artifact on a runtime. Two scenarios, as MLPerf Inference frames them:
+A target is a device (the machine that measured: this one, or one over SSH), its
+processor (CPU, GPU) and a thread count; the pick is an artifact on a runtime, among
+that device's rows only. Two scenarios, as MLPerf Inference frames them:
 single-stream (one request at a time: the p90 latency at batch 1) and offline (the best
 throughput over the batch sweep). Only artifacts whose accuracy is within
 `max_drop` of the source model's are candidates: top-1 against labels where there are
@@ -26,10 +28,18 @@ def recommend(rows: list[dict], max_drop: float) -> list[dict]:
     if not rows:
         return []
     reference, metric = accuracy_of(next((r for r in rows if r["variant"] == "model"), rows[0]))
-    targets = sorted({(device_of(r["runtime"]), r["threads"]) for r in rows})
+    devices = list(dict.fromkeys(r.get("device", "local") for r in rows))
+    targets = sorted(
+        {(r.get("device", "local"), processor_of(r["runtime"]), r["threads"]) for r in rows},
+        key=lambda t: (devices.index(t[0]), t[1], t[2]),
+    )
     picks = []
-    for device, threads in targets:
-        on_target = [r for r in rows if (device_of(r["runtime"]), r["threads"]) == (device, threads)]
+    for device, processor, threads in targets:
+        on_target = [
+            r
+            for r in rows
+            if (r.get("device", "local"), processor_of(r["runtime"]), r["threads"]) == (device, processor, threads)
+        ]
         if len({(r["variant"], r["runtime"]) for r in on_target}) < 2:
             continue
         eligible = [r for r in on_target if reference is None or reference - accuracy_of(r)[0] <= max_drop]
@@ -44,15 +54,16 @@ def recommend(rows: list[dict], max_drop: float) -> list[dict]:
             same = (chosen["variant"], chosen["runtime"])
             fp32 = [r for r in pool if r["precision"] == "fp32" and (r["variant"], r["runtime"]) != same]
             baseline = better(fp32, key=score) if fp32 else None
-            picks.append(_pick(device, threads, scenario, chosen, baseline, score, reference, metric))
+            picks.append(_pick((device, processor, threads), scenario, chosen, baseline, score, reference, metric))
     return picks
 
 
-def device_of(runtime: str) -> str:
+def processor_of(runtime: str) -> str:
     return "CPU" if runtime.endswith("cpu") else "GPU"
 
 
-def _pick(device, threads, scenario, chosen, baseline, score, reference, metric) -> dict:
+def _pick(target, scenario, chosen, baseline, score, reference, metric) -> dict:
+    device, processor, threads = target
     value = score(chosen)
     figure = (
         f"p90 {value:.3f} ms" if scenario == "single-stream" else f"{value:,.0f} samples/s at batch {chosen['batch']}"
@@ -67,12 +78,14 @@ def _pick(device, threads, scenario, chosen, baseline, score, reference, metric)
         "" if drop is None else f", {100 * drop:+.1f} pt {metric}" if metric == "top-1" else f", {drop:+.4f} {metric}"
     )
     plural = "thread" if threads == 1 else "threads"
+    where = "" if device == "local" else f"{device}: "
     text = (
-        f"{device}, {threads} {plural}, {scenario}: {chosen['variant']} on {chosen['runtime']} "
+        f"{where}{processor}, {threads} {plural}, {scenario}: {chosen['variant']} on {chosen['runtime']} "
         f"({chosen['precision']}), {figure}, {versus}{cost}"
     )
     return {
         "device": device,
+        "processor": processor,
         "runtime": chosen["runtime"],
         "threads": threads,
         "scenario": scenario,

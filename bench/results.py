@@ -19,8 +19,10 @@ from edgeopt.core.errors import output_error
 # 2: latency.p50_ci_ms; 3: isolated interleaved rounds, memory, scenarios, recommendations;
 # 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;
 # 5: summary.machine_steadiness; latency.p50_ci_ms from resampling rounds where there are rounds;
-# 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for)
-SCHEMA_VERSION = 6
+# 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for);
+# 7: rows' and skipped entries' device, devices (each one's fingerprint, target, status and faults),
+#    recommendations keyed by device (their CPU/GPU now `processor`)
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,18 @@ class Row:
     warmup_runs: int
     harness_overhead: float | None  # harness median over a bare loop's, where measured
     device_latency: LatencyStats | None = None  # GPU sessions: the enqueue alone, between CUDA events
+    device: str = "local"  # the machine that measured it: this one, or a device over SSH
 
 
 def speedups(rows: list[Row], baseline_variant: str) -> list[float | None]:
-    """Each row's p50 speedup over the baseline variant at the same batch and threads
-    (its first runtime), measured in the same run."""
-    baseline: dict[tuple[int, int], float] = {}
+    """Each row's p50 speedup over the baseline variant on the same device at the same batch
+    and threads (its first runtime), measured in the same run."""
+    baseline: dict[tuple[str, int, int], float] = {}
     for row in rows:
         if row.variant == baseline_variant:
-            baseline.setdefault((row.batch, row.threads), row.latency.p50_ms)
-    return [
-        baseline[(r.batch, r.threads)] / r.latency.p50_ms if (r.batch, r.threads) in baseline else None for r in rows
-    ]
+            baseline.setdefault((row.device, row.batch, row.threads), row.latency.p50_ms)
+    keys = [(r.device, r.batch, r.threads) for r in rows]
+    return [baseline[k] / r.latency.p50_ms if k in baseline else None for k, r in zip(keys, rows, strict=True)]
 
 
 def results_document(
@@ -70,7 +72,10 @@ def results_document(
     max_accuracy_drop: float,
     duration_s: float,
     created: str,
+    devices: list[dict] | None = None,
 ) -> dict:
+    """`devices`: each measuring machine's record (name, fingerprint, target, status,
+    faults); by default this machine alone."""
     ratios = speedups(rows, "model")
     row_dicts = [
         {**dataclasses.asdict(row), "speedup_vs_model": ratio} for row, ratio in zip(rows, ratios, strict=True)
@@ -82,6 +87,9 @@ def results_document(
         "created": created,
         "duration_s": round(duration_s, 3),
         "machine": machine,
+        "devices": devices
+        if devices is not None
+        else [{"name": "local", "kind": "local", "fingerprint": machine, "status": "ok", "faults": []}],
         "artifacts": {name: artifact.to_json() for name, artifact in artifacts.items()},
         "rows": row_dicts,
         "skipped": skipped,
@@ -104,12 +112,13 @@ def summary(rows: list[Row], shas: dict[str, str], steadiness: Steadiness | None
     first: dict[tuple, Row] = {}
     twins = []
     for row in rows:
-        key = (shas[row.variant], row.runtime, row.batch, row.threads)
+        key = (row.device, shas[row.variant], row.runtime, row.batch, row.threads)
         if key in first:
             twin = first[key]
             twins.append(
                 {
                     "variants": [twin.variant, row.variant],
+                    "device": row.device,
                     "runtime": row.runtime,
                     "batch": row.batch,
                     "threads": row.threads,
@@ -134,7 +143,8 @@ def summary(rows: list[Row], shas: dict[str, str], steadiness: Steadiness | None
 
 
 def _name(row: Row) -> str:
-    return f"{row.variant} {row.runtime} batch {row.batch} × {row.threads}"
+    where = "" if row.device == "local" else f" on {row.device}"
+    return f"{row.variant} {row.runtime} batch {row.batch} × {row.threads}{where}"
 
 
 def write_atomic(path: Path, text: str) -> None:

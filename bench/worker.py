@@ -16,13 +16,20 @@ then lands on all of them alike. One JSON request per line in, one answer per li
         (the fixed workload of bench/steadiness.py: how fast the machine itself ran;
         needs no load)
     {"serve": {"rate_per_s", "requests", "concurrency"}} → {"samples_ns"}
+    {"predict": {"test", "batch_size"}} → {"outputs": [{"name", "dtype", "shape", "data"}]}
+        (every output over the inputs in the .npz `test`, base64 of the raw array bytes:
+        a device's accuracy, scored where its answer arrives)
     {"finish": {}}                   → {"peak_rss_bytes"}, then exit
+
+A thread owns stdin: when the parent goes (its end of the pipe closes), the process exits
+at once, even in the middle of a long request, so a worker never outlives its parent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import resource
 import sys
 import threading
@@ -33,8 +40,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 def main() -> int:
     state: dict = {}
-    for line in sys.stdin:
-        (verb, request), *_ = json.loads(line).items()
+    requests: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_requests, args=(requests,), daemon=True).start()
+    while True:
+        (verb, request), *_ = json.loads(requests.get()).items()
         try:
             answer = HANDLERS[verb](state, request)
         except Exception as err:  # reported to the parent, which raises it as its own kind
@@ -44,8 +53,13 @@ def main() -> int:
         _quiesce()
         print(json.dumps(answer), flush=True)
         if verb == "finish" or "error" in answer:
-            break
-    return 0
+            return 0
+
+
+def _read_requests(requests: queue.Queue) -> None:
+    for line in sys.stdin:
+        requests.put(line)
+    os._exit(0)  # the parent is gone or done: nothing is left to answer
 
 
 def _load(state: dict, request: dict) -> dict:
@@ -168,6 +182,27 @@ def _serve(state: dict, request: dict) -> dict:
     return {"samples_ns": latencies.tolist()}
 
 
+def _predict(state: dict, request: dict) -> dict:
+    import base64
+
+    import numpy as np
+
+    session, size = state["session"], request["batch_size"]
+    with np.load(request["test"], allow_pickle=False) as archive:
+        inputs = {spec.name: archive[spec.name] for spec in session.inputs}
+    count = len(next(iter(inputs.values())))
+    chunks: dict[str, list] = {}
+    for start in range(0, count, size):
+        for name, value in session.run({k: v[start : start + size] for k, v in inputs.items()}).items():
+            chunks.setdefault(name, []).append(value)
+    outputs = []
+    for name, values in chunks.items():
+        array = np.ascontiguousarray(np.concatenate(values))
+        data = base64.b64encode(array.tobytes()).decode()
+        outputs.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "data": data})
+    return {"outputs": outputs}
+
+
 def _finish(state: dict, request: dict) -> dict:
     if "session" in state:
         state["session"].close()
@@ -194,6 +229,7 @@ HANDLERS = {
     "overhead": _overhead,
     "steady": _steady,
     "serve": _serve,
+    "predict": _predict,
     "finish": _finish,
 }
 

@@ -1,161 +1,31 @@
-"""The `edgeopt` command line. Exit codes: 0 success, 2 bad input, 1 a bug, 130 interrupted.
-
-A verb's options that are also a stage's take their choices, defaults and help from the
-stage's option model, so each default lives in one place.
-"""
+"""The `edgeopt` command line: each verb's handler. Exit codes: 0 success, 2 bad input,
+1 a bug, 130 interrupted. The arguments are declared in edgeopt.arguments."""
 
 from __future__ import annotations
 
-import argparse
-import enum
 import logging
 import os
-import re
 import sys
 import time
-import types
-import typing
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from edgeopt import __version__
-from edgeopt.core.errors import EdgeoptError, RecipeError, RuntimeUnavailable
+from edgeopt.arguments import parse_input, parser
+from edgeopt.core.errors import BenchmarkError, EdgeoptError, RecipeError, RuntimeUnavailable
 from edgeopt.core.targets import Target
 
 log = logging.getLogger("edgeopt")
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-PROBE_HELP = "real samples to verify on (default: seeded random)"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so usage errors get our one line and exit 2."""
-
-    def error(self, message: str):
-        raise RecipeError(f"{self.prog}: {message}")
-
-
-def _option(parser, flag: str, model: type[BaseModel], field: str, default=None, **extra) -> None:
-    """An option mirroring a stage option: its default, its choices (an enum's values) and
-    its description. `default` overrides where the verb's default differs (none do today)."""
-    info = model.model_fields[field]
-    annotation = info.annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    value = info.default if default is None else default
-    kwargs: dict = {"default": str(value) if isinstance(value, enum.Enum) else value, "help": info.description}
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        kwargs["choices"] = [str(member) for member in annotation]
-    elif annotation in (int, float):
-        kwargs["type"] = annotation
-    parser.add_argument(flag, **{**kwargs, **extra})
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edgeopt", description="Prepare trained models for their deployment targets.")
-    parser.add_argument("--version", action="version", version=f"edgeopt {__version__}")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and results only")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logs, including the libraries'")
-    parser.add_argument("--debug", action="store_true", help="show the traceback behind an error")
-    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    _run_parser(verbs)
-    _transform_parsers(verbs)
-    _measure_parsers(verbs)
-    recipe = verbs.add_parser("recipe", help="what a recipe may hold")
-    recipe.add_argument("--schema", action="store_true", required=True, help="print the recipe's JSON schema")
-    verbs.add_parser("doctor", help="what this machine can run, and why not")
-    return parser
-
-
-def _run_parser(verbs) -> None:
-    from edgeopt.recipe import Recipe
-
-    run = verbs.add_parser("run", help="run a recipe: build, verify, benchmark, report")
-    run.add_argument("recipe", type=Path)
-    run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
-    _option(run, "--target", Recipe, "target", help="the machine the models will run on (default: the recipe's)")
-    run.set_defaults(target=None)
-
-
-def _transform_parsers(verbs) -> None:
-    """The single-step verbs that make an artifact: export, simplify, fp16, quantize, build."""
-    from exporter.engine import BuildTrtOptions
-    from exporter.fp16 import ConvertFp16Options
-    from exporter.quantize import QuantizeInt8Options
-    from exporter.simplify import SimplifyOptions
-    from exporter.torch_export import ExportOnnxOptions
-
-    export = verbs.add_parser("export", help="export a PyTorch model to a verified ONNX file")
-    export.add_argument("model", help="a built-in model name or package.module:function")
-    export.add_argument("-o", "--output", type=Path, required=True)
-    inputs_help = "e.g. image:batch,3,224,224:float32 (repeat per input)"
-    export.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE:DTYPE", help=inputs_help)
-    export.add_argument("--weights", type=Path, help="state dict for a factory model")
-    _option(export, "--opset", ExportOnnxOptions, "opset")
-    _option(export, "--exporter", ExportOnnxOptions, "exporter")
-
-    keep_help = SimplifyOptions.model_fields["keep_initializers_as_inputs"].description
-    simplify = _model_verb(verbs, "simplify", "simplify an ONNX model, verified against it", keep_help)
-    _option(simplify, "--simplifier", SimplifyOptions, "simplifier")
-    simplify.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
-
-    fp16 = _model_verb(verbs, "fp16", "convert an ONNX model to FP16, verified against it", keep_help)
-    fp16.add_argument("--fp16-io", action="store_true", help="make inputs and outputs FP16 too (default: FP32)")
-    keep_op_help = ConvertFp16Options.model_fields["keep_ops"].description + " (repeat)"
-    fp16.add_argument("--keep-op", action="append", default=[], metavar="OP", help=keep_op_help)
-    fp16.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
-
-    quantize = _model_verb(verbs, "quantize", "quantize an ONNX model to INT8, calibrated on real samples", keep_help)
-    calibration_help = "an .npz (one array per input, samples first) or a folder of images"
-    quantize.add_argument("--calibration", type=Path, metavar="DATA.npz|DIR", help=calibration_help)
-    for flag, field in (("--method", "method"), ("--percentile", "percentile"), ("--samples", "samples")):
-        _option(quantize, flag, QuantizeInt8Options, field)
-    target_help = "the machine the INT8 model runs on (default: auto, this host)"
-    _option(quantize, "--target", QuantizeInt8Options, "target", default=Target.AUTO, help=target_help)
-    quantize.add_argument("--dynamic", action="store_true", help="dynamic INT8: weights only, no calibration")
-
-    build = _model_verb(verbs, "build", "build a TensorRT engine from an ONNX model, verified against it")
-    build.add_argument("--fp16", action="store_true", help="FP16 kernels over an FP32 model (TensorRT 10 only)")
-    dim_help = "a symbolic dim's range (default for the batch dim: 1:1:32)"
-    build.add_argument("--dim", action="append", default=[], metavar="NAME=MIN:OPT:MAX", help=dim_help)
-    _option(build, "--workspace-mb", BuildTrtOptions, "workspace_mb")
-    build.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
-
-
-def _model_verb(verbs, name: str, help_text: str, keep_help: str | None = None):
-    """A verb reading IN.onnx and writing -o OUT; an ONNX → ONNX one (`keep_help`) also
-    takes --keep-initializers-as-inputs."""
-    verb = verbs.add_parser(name, help=help_text)
-    verb.add_argument("model", type=Path, metavar="IN.onnx")
-    verb.add_argument("-o", "--output", type=Path, required=True)
-    if keep_help:
-        verb.add_argument("--keep-initializers-as-inputs", action="store_true", help=keep_help)
-    return verb
-
-
-def _measure_parsers(verbs) -> None:
-    bench = verbs.add_parser("bench", help="time ONNX files or engines on a runtime with random inputs")
-    bench.add_argument("artifacts", nargs="+", type=Path, metavar="ARTIFACT")
-    bench.add_argument("--runtime", action="append", dest="runtimes", metavar="ID")
-    bench.add_argument("--batch", action="append", dest="batches", type=int, metavar="N")
-    bench.add_argument("--threads", action="append", dest="threads", type=int, metavar="N")
-    dim_help = "size of a symbolic dim other than the batch"
-    bench.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE", help=dim_help)
-    bench.add_argument("--min-duration", type=float, default=1.0, metavar="SECONDS")
-
-    compare = verbs.add_parser("compare", help="what got faster or slower beyond noise between two runs")
-    compare.add_argument("before", type=Path, metavar="RUN_A")
-    compare.add_argument("after", type=Path, metavar="RUN_B")
-    threshold_help = "smallest p50 change reported, as a fraction (default 0.02)"
-    compare.add_argument("--threshold", type=float, default=0.02, help=threshold_help)
+class DeviceUnusable(BenchmarkError):
+    """A device that was checked cannot measure."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
         from edgeopt.log import NORMAL, QUIET, VERBOSE, configure
 
         configure(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
@@ -168,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             "build": _build,
             "bench": _bench,
             "compare": _compare,
+            "devices": _devices,
             "recipe": _recipe,
             "doctor": _doctor,
         }
@@ -211,35 +82,23 @@ def _run(args) -> int:
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
     )
-    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target))
+    devices = None
+    if args.devices or args.devices_file:
+        from edgeopt.devices import defined_devices, select
+
+        devices = select(args.devices or ["local"], defined_devices(loaded, args.devices_file))
+    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target), devices=devices)
     console.run_rows(result.document["rows"])
+    failed = [d for d in result.document["devices"] if d["status"] not in ("ok", "retried")]
+    for device in failed:
+        print(f"device {device['name']}: not measured ({device['status']}): {device['faults'][-1]}")
     console.run_trust(result.document["summary"])
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
+    if len(failed) == len(result.document["devices"]):  # recorded, and still no device measured anything
+        raise DeviceUnusable("; ".join(d["faults"][-1] for d in failed))
     print(f"results: {output / 'results.json'}")
     log.info("PASSED in %.1f s", time.perf_counter() - started)
     return EXIT_OK
-
-
-def parse_input(text: str):
-    """NAME:SHAPE:DTYPE, e.g. image:batch,3,224,224:float32."""
-    from edgeopt.core.artifact import TensorSpec
-    from edgeopt.recipe import DTYPES
-
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise RecipeError(f"--input '{text}' is not NAME:SHAPE[:DTYPE] (e.g. image:batch,3,224,224:float32)")
-    dtype = parts[2] if len(parts) == 3 else "float32"
-    if dtype not in DTYPES:
-        raise RecipeError(f"--input '{text}': dtype '{dtype}' is not one of {', '.join(DTYPES)}")
-    dims: list[int | str] = []
-    for dim in parts[1].split(","):
-        if dim.isdigit() and int(dim) > 0:
-            dims.append(int(dim))
-        elif re.fullmatch(r"[A-Za-z_]\w*", dim):
-            dims.append(dim)
-        else:
-            raise RecipeError(f"--input '{text}': dim '{dim}' is neither a positive size nor a name")
-    return TensorSpec(parts[0], tuple(dims), dtype)
 
 
 def _export(args) -> int:
@@ -317,6 +176,14 @@ def _bench(args) -> int:
             raise RecipeError(f"--dim '{text}' is not NAME=SIZE with a positive size")
         dims[name] = int(size)
     runtimes, batches, threads = args.runtimes or ["ort-cpu"], args.batches or [1], args.threads or [1]
+    if args.device and args.device != "local":
+        from edgeopt.devices import defined_devices, select
+        from edgeopt.remote_bench import bench_on_device
+
+        device = select([args.device], defined_devices(None, args.devices_file))[0]
+        rows = bench_on_device(device, args.artifacts, runtimes, batches, threads, dims, args.min_duration)
+        console.bench_rows(rows, device.name)
+        return EXIT_OK
     console.bench_rows(bench_command(args.artifacts, runtimes, batches, threads, dims, args.min_duration))
     return EXIT_OK
 
@@ -329,6 +196,24 @@ def _compare(args) -> int:
     if not result.same_machine:
         log.warning("the runs are from different machines or library versions: differences are not only the code's")
     console.comparison(result, args.before, args.after, args.threshold)
+    return EXIT_OK
+
+
+def _devices(args) -> int:
+    from edgeopt.devices import check, defined_devices, select
+
+    if args.devices_file is None:
+        raise RecipeError("devices check: give --devices FILE, a YAML file with devices: (a recipe works too)")
+    defined = defined_devices(None, args.devices_file)
+    devices = select(args.names or [name for name in defined if name != "local"], defined)
+    problems = []
+    for device in devices:
+        lines, problem = check(device)
+        print("\n".join(lines), flush=True)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise DeviceUnusable("; ".join(problems))
     return EXIT_OK
 
 

@@ -24,16 +24,24 @@ def run_rows(rows: list[dict]) -> None:
     """A recipe run's rows: latency and the accuracy columns that apply."""
     from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 
+    if not rows:
+        print("nothing was measured")
+        return
     columns = accuracy_columns(rows)
     accuracy = columns[:1] if columns[0] == "top-1" else columns
+    devices = {row.get("device", "local") for row in rows} != {"local"}  # a column only where it tells
     table = _table(
         "latency (ms per call) and accuracy",
-        ("variant", "runtime", "batch", "threads", "p50", "p90", "p99", "items/s", "speedup", *accuracy),
-        ("variant", "runtime"),
+        (
+            *(("device",) if devices else ()),
+            *("variant", "runtime", "batch", "threads", "p50", "p90", "p99", "items/s", "speedup", *accuracy),
+        ),
+        ("device", "variant", "runtime"),
     )
     for row in rows:
         latency = row["latency"]
         table.add_row(
+            *((row.get("device", "local"),) if devices else ()),
             row["variant"],
             row["runtime"],
             str(row["batch"]),
@@ -100,10 +108,10 @@ def engine(artifact, output: Path) -> None:
     )
 
 
-def bench_rows(rows) -> None:
+def bench_rows(rows, device: str | None = None) -> None:
     """`edgeopt bench`: (artifact, runtime, threads, LatencyStats) per measurement."""
     table = _table(
-        "latency (ms per call), random inputs",
+        f"latency (ms per call), random inputs{f', on device {device}' if device else ''}",
         ("artifact", "runtime", "batch", "threads", "p50", "p90", "p99", "mean", "runs", "items/s"),
         ("artifact", "runtime"),
     )
@@ -125,14 +133,19 @@ def bench_rows(rows) -> None:
 
 def comparison(result, before: Path, after: Path, threshold: float) -> None:
     """`edgeopt compare`: each measurement faster, slower or within noise."""
+    devices = {change.key[0] for change in result.changes} - {"local"}  # a column only where it tells
     table = _table(
         f"p50 latency, {before} → {after}",
-        ("variant", "runtime", "batch", "threads", "before ms", "after ms", "ratio", "verdict"),
-        ("variant", "runtime", "verdict"),
+        (
+            *(("device",) if devices else ()),
+            *("variant", "runtime", "batch", "threads", "before ms", "after ms", "ratio", "verdict"),
+        ),
+        ("device", "variant", "runtime", "verdict"),
     )
     for change in result.changes:
-        variant, runtime, batch, threads = change.key
+        device, variant, runtime, batch, threads = change.key
         table.add_row(
+            *((device,) if devices else ()),
             variant,
             runtime,
             str(batch),
@@ -150,4 +163,5 @@ def comparison(result, before: Path, after: Path, threshold: float) -> None:
     )
     for label, keys in (("only in", result.only_before), ("new in", result.only_after)):
         for key in keys:
-            print(f"{label} {before if label == 'only in' else after}: {' '.join(map(str, key))}")
+            shown = key[1:] if key[0] == "local" else (*key[1:], "on", key[0])
+            print(f"{label} {before if label == 'only in' else after}: {' '.join(map(str, shown))}")

@@ -1,12 +1,14 @@
-"""The measurement plan of a run: which artifact runs on which runtime, its accuracy on the
-held-out test split here, and its latency in isolated, interleaved worker processes.
+"""The measurement plan of a run on this machine: which artifact runs on which runtime, its
+accuracy on the held-out test split, and its latency in isolated, interleaved worker
+processes. A device over SSH plans the same way (edgeopt/device_measure.py).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from edgeopt.core.data import Dataset, Split
 from edgeopt.core.errors import RuntimeUnavailable
 from edgeopt.recipe import BenchSettings, LoadedRecipe
 from runtimes import RUNTIMES, load, probe
-from runtimes.base import SessionOptions
+from runtimes.base import Availability, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +35,30 @@ class Measured:
     skipped: list[dict]  # {"variant", "runtime", "reason"}: what was not measured, and why
     scenarios: list[dict]
     steadiness: Steadiness | None
+    device: dict = field(default_factory=dict)  # how the device's measurement went: status, faults
 
 
 def benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dataset) -> Measured:
     """Every artifact on every runtime of the recipe that runs its format, measured in the
     order the recipe lists them (the accuracy reference, `model`, first)."""
     settings = loaded.recipe.bench
-    plan, skipped = _plan(loaded, artifacts)
+    plan, skipped = plan_pairs(loaded, artifacts, probe)
     accuracy = _accuracy(plan, artifacts, dataset, settings, skipped)
     # a session that did not start on its runtime (a GPU provider that fell over) is not measured
-    jobs = _jobs([pair for pair in plan if pair in accuracy], artifacts, settings, skipped)
-    server = ServerSettings(**settings.server.model_dump()) if settings.server else None
+    jobs = make_jobs([pair for pair in plan if pair in accuracy], artifacts, settings, skipped)
+    server = server_settings(settings)
     timed = _time(jobs, dataset.test, settings, server)
+    return to_measured(timed, jobs, artifacts, accuracy, settings, skipped)
+
+
+def to_measured(timed: Benchmark, jobs: list[Job], artifacts: dict, accuracy: dict, settings, skipped) -> Measured:
+    """A benchmark's rows in the recipe's order, its server scenarios, and what was skipped."""
     rows = [
-        _row(job, batch, measurement, artifacts[job.variant], accuracy[(job.variant, job.runtime)], settings)
+        make_row(job, batch, measurement, artifacts[job.variant], accuracy[(job.variant, job.runtime)], settings)
         for (job, batch), measurement in timed.measured.items()
     ]
     rows.sort(key=lambda r: (r.batch, r.threads, list(artifacts).index(r.variant), r.runtime))
+    server = server_settings(settings)
     for job in jobs:
         if server and 1 in job.batches and job not in timed.served:
             reason = f"server scenario, {job.threads} threads: batch-1 latency under {SERVER_MIN_MS} ms, too short to tell the model from the request dispatch"
@@ -58,8 +67,15 @@ def benchmark(loaded: LoadedRecipe, artifacts: dict[str, Artifact], dataset: Dat
     return Measured(rows, skipped, scenarios, timed.steadiness)
 
 
-def _plan(loaded: LoadedRecipe, artifacts: dict[str, Artifact]) -> tuple[list[tuple[str, str]], list[dict]]:
-    """(variant, runtime) pairs to measure, and what is skipped with its reason."""
+def server_settings(settings: BenchSettings) -> ServerSettings | None:
+    return ServerSettings(**settings.server.model_dump()) if settings.server else None
+
+
+def plan_pairs(
+    loaded: LoadedRecipe, artifacts: dict[str, Artifact], availability: Callable[[str], Availability]
+) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(variant, runtime) pairs to measure, and what is skipped with its reason;
+    `availability(runtime)` says whether the measuring machine has the runtime."""
     plan, skipped, warned = [], [], set()
     for name in ["model", *loaded.recipe.variants]:
         artifact = artifacts.get(name)
@@ -71,18 +87,18 @@ def _plan(loaded: LoadedRecipe, artifacts: dict[str, Artifact]) -> tuple[list[tu
             if runtime_id in artifact.not_for:
                 skipped.append({"variant": name, "runtime": runtime_id, "reason": artifact.not_for[runtime_id]})
                 continue
-            availability = probe(runtime_id)
-            if not availability.ok:
-                skipped.append({"variant": name, "runtime": runtime_id, "reason": availability.reason})
+            usable = availability(runtime_id)
+            if not usable.ok:
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": usable.reason})
                 if runtime_id not in warned:
-                    log.warning("not measured on %s: %s", runtime_id, availability.reason)
+                    log.warning("not measured on %s: %s", runtime_id, usable.reason)
                     warned.add(runtime_id)
                 continue
             plan.append((name, runtime_id))
     return plan, skipped
 
 
-def _jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, skipped: list[dict]) -> list[Job]:
+def make_jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, skipped: list[dict]) -> list[Job]:
     """One worker per artifact × runtime × thread count, timing the batches its model takes."""
     jobs = []
     for name, runtime_id in plan:
@@ -98,19 +114,27 @@ def _jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, skipped
 
 
 def _time(jobs: list[Job], test: Split, settings: BenchSettings, server: ServerSettings | None) -> Benchmark:
-    latency = LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
     log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs), settings.rounds)
     with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
-        np.savez(feeds, **{f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(test, b).items()})
+        np.savez(feeds, **feed_arrays(test, settings))
         batches = len(set(settings.batch_sizes))
         with progress_log.progress("benchmarking", batches * settings.rounds) as advance:
             return run_isolated(
-                jobs, feeds, latency, settings.rounds, settings.harness_overhead, server, on_done=advance
+                jobs, feeds, latency_settings(settings), settings.rounds, settings.harness_overhead, server, advance
             )
 
 
-def _row(job: Job, batch: int, measurement, artifact: Artifact, accuracy, settings: BenchSettings) -> Row:
+def latency_settings(settings: BenchSettings) -> LatencySettings:
+    return LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
+
+
+def feed_arrays(test: Split, settings: BenchSettings) -> dict[str, np.ndarray]:
+    """What every round times: b<batch>__<input>, the first held-out samples at each batch size."""
+    return {f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(test, b).items()}
+
+
+def make_row(job: Job, batch: int, measurement, artifact: Artifact, accuracy, settings: BenchSettings) -> Row:
     return Row(
         variant=job.variant,
         runtime=job.runtime,
@@ -153,22 +177,27 @@ def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: 
     results = {}
     reference = None
     for name, runtime_id in plan:
-        artifact = artifacts[name]
-        fixed = artifact.io.inputs[0].shape[0]
-        batch_size = fixed if isinstance(fixed, int) else settings.accuracy_batch_size
         try:
-            session = load(runtime_id, artifact, SessionOptions(threads=max(settings.threads)))
+            outputs = predict_here(artifacts[name], runtime_id, dataset.test, settings)
         except RuntimeUnavailable as err:
             reason = str(err).removeprefix(f"{runtime_id}: ")
             skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
             log.warning("%s not measured on %s: %s", name, runtime_id, reason)
             continue
-        with session:
-            outputs = predict(session, dataset.test, batch_size)
         if reference is None:
             reference = outputs
         results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)
     return results
+
+
+def accuracy_batch_size(artifact: Artifact, settings: BenchSettings) -> int:
+    fixed = artifact.io.inputs[0].shape[0]
+    return fixed if isinstance(fixed, int) else settings.accuracy_batch_size
+
+
+def predict_here(artifact: Artifact, runtime_id: str, test: Split, settings: BenchSettings) -> dict:
+    with load(runtime_id, artifact, SessionOptions(threads=max(settings.threads))) as session:
+        return predict(session, test, accuracy_batch_size(artifact, settings))
 
 
 def _batch(split: Split, size: int) -> dict:

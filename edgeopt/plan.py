@@ -45,16 +45,18 @@ class Built:
     unbuilt: dict[str, str]  # variant → why it was not built on this machine
 
 
-def build_all(loaded: LoadedRecipe, store: Store, data: RunData, asked: Target, verbose: bool) -> Built:
+def build_all(
+    loaded: LoadedRecipe, store: Store, data: RunData, asked: Target, verbose: bool, reason: str | None = None
+) -> Built:
     """The root artifact, then every variant in an order where parents come first, each
-    built for the run's target (`asked`; `auto` resolves to this host, and says so)."""
+    built for the run's target (`asked`: a device's, or `auto`, this host; `reason` says why)."""
     total = 1 + len(loaded.order)
     root = build_root(loaded, store, data, total)
     target = resolve(asked)
     if asked is Target.AUTO:
         log.info("target: auto → %s (this host: %s)", target, host_target()[1])
     else:
-        log.info("target: %s", target)
+        log.info("target: %s%s", target, f" ({reason})" if reason else "")
     artifacts, unbuilt = {"model": root}, {}
     for position, name in enumerate(loaded.order, start=2):
         step = f"[{position}/{total}] {loaded.recipe.variants[name].stage}"

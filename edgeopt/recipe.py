@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 
 from edgeopt.core.errors import RecipeError
 from edgeopt.core.targets import Target
+from edgeopt.device_spec import LOCAL, NAME, DeviceSpec
 from edgeopt.huggingface import PRETRAINED, Pooling
 from edgeopt.images import Preprocess
 from edgeopt.problems import problems, summarize
@@ -189,6 +190,9 @@ class Recipe(_Strict):
     )
     runtimes: list[str] = Field(["torch-cpu", "ort-cpu"], min_length=1, description="runtime ids to benchmark on")
     bench: BenchSettings = BenchSettings()
+    devices: dict[Annotated[str, Field(pattern=NAME)], DeviceSpec] = Field(
+        {}, description="machines reached over SSH that can measure the artifacts (edgeopt run --device NAME)"
+    )
     output: Path | None = Field(None, description="run directory (default: runs/<name> in the current folder)")
 
     @model_validator(mode="after")
@@ -202,6 +206,8 @@ class Recipe(_Strict):
             raise ValueError("outputs go with a factory, TorchScript, exported or pickled model only")
         if self.model.builtin is None and self.model.huggingface is None and self.data is None:
             raise ValueError("data is required (a built-in dataset, an .npz, images or text)")
+        if LOCAL in self.devices:
+            raise ValueError(f"devices.{LOCAL}: '{LOCAL}' names this machine; pick another device name")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"runtime '{unknown[0]}' is not one of {', '.join(RUNTIMES)}")

@@ -27,7 +27,9 @@ def _children(artifacts: dict, name: str) -> list[str]:
 def dense_notes(document: dict) -> list[str]:
     """Zeros and shared values change no kernel: say so beside the measured latency."""
     artifacts = document["artifacts"]
-    p50 = {(r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
+    p50 = {
+        (r["variant"], _on(r["runtime"], r), r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]
+    }
     notes = []
     for name, artifact in artifacts.items():
         compression = artifact["facts"].get("compression", {})
@@ -61,8 +63,10 @@ def _front(document: dict) -> list[str]:
         f"Latency-vs-accuracy front (batch {batch}, {threads} threads; faster and at least as accurate as everything below it):",
         "",
     ]
-    for runtime in dict.fromkeys(r["runtime"] for r in rows):
-        points = [r for r in rows if r["runtime"] == runtime and r["batch"] == batch and r["threads"] == threads]
+    for runtime in dict.fromkeys(_on(r["runtime"], r) for r in rows):  # a device's rows apart from another's
+        points = [
+            r for r in rows if _on(r["runtime"], r) == runtime and r["batch"] == batch and r["threads"] == threads
+        ]
         front = [
             r
             for r in points
@@ -79,3 +83,9 @@ def _front(document: dict) -> list[str]:
         )
         lines.append(f"- {runtime}: {shown}")
     return lines
+
+
+def _on(runtime: str, row: dict) -> str:
+    """The runtime, and the device where it is not this machine."""
+    device = row.get("device", "local")
+    return runtime if device == "local" else f"{runtime} on {device}"

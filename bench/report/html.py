@@ -8,6 +8,7 @@ import tempfile
 from html import escape
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
+from bench.report.devices import device_facts, device_groups, per_device
 from bench.report.markdown import _ms, _size, trust_sentences, verification_cell
 from bench.report.notes import int8_notes
 
@@ -63,7 +64,7 @@ def render_html(document: dict) -> str:
         _plots(document["rows"]),
         _scenarios(document["scenarios"]),
         _notes(document),
-        _measurements(document["rows"]),
+        _per_device(document) if per_device(document) else _measurements(document["rows"]),
         _artifacts(document["artifacts"]),
         _machine(document["machine"]),
     ]
@@ -144,6 +145,20 @@ def _scenarios(scenarios: list[dict]) -> str:
             _table(header, rows, numeric=set(header) - {"variant", "runtime"}),
         ]
     )
+
+
+def _per_device(document: dict) -> str:
+    """A section per device: its fingerprint, target and status, then its rows."""
+    sections = []
+    for device, rows in device_groups(document):
+        facts = "".join(
+            f"<p>{escape(fact.replace('**', '').replace('`', ''))}</p>" for fact in device_facts(device, document)
+        )
+        table = _measurements(rows).replace("<h2>", "<h3>").replace("</h2>", "</h3>") if rows else ""
+        sections.append(
+            f'<section class="device">\n<h2>Device {escape(device["name"])}</h2>\n{facts}\n{table}\n</section>'
+        )
+    return "\n".join(sections)
 
 
 def _measurements(rows: list[dict]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
+from bench.report.devices import device_facts, device_groups, per_device
 from bench.report.notes import int8_notes
 from bench.steadiness import STEADY_VARIATION
 from edgeopt.core.onnx_model import describe_upgrade
@@ -38,7 +39,12 @@ def render(document: dict) -> str:
     lines += _recommendation_section(document)
     lines += _artifacts_section(document["artifacts"])
     lines += _graph_section(document["artifacts"])
-    lines += _rows_section(document["rows"])
+    if per_device(document):
+        for device, rows in device_groups(document):
+            lines += ["", f"## Device {device['name']}", "", *device_facts(device, document)]
+            lines += _rows_section(rows, "###") if rows else []
+    else:
+        lines += _rows_section(document["rows"])
     lines += _device_section(document["rows"])
     lines += _server_section(document["scenarios"])
     lines += compression_section(document)
@@ -70,7 +76,7 @@ def _header(document: dict) -> list[str]:
         "",
         f"Recipe `{document['recipe_path']}`, run {document['created']} in {document['duration_s']:.1f} s.",
         "",
-        f"Machine: {machine['cpu']} ({machine['logical_cores']} logical cores; "
+        f"{'Built on' if per_device(document) else 'Machine'}: {machine['cpu']} ({machine['logical_cores']} logical cores; "
         f"{' '.join(machine['cpu_flags']) or 'no SIMD flags read'}; target {machine['target']}), "
         f"{machine['memory_gb']} GB; GPU: {', '.join(machine['gpus']) or 'none'}. {libraries}.",
         "",
@@ -96,11 +102,11 @@ def _artifacts_section(artifacts: dict) -> list[str]:
     return lines
 
 
-def _rows_section(rows: list[dict]) -> list[str]:
+def _rows_section(rows: list[dict], level: str = "##") -> list[str]:
     columns = accuracy_columns(rows)
     lines = [
         "",
-        "## Latency and accuracy",
+        f"{level} Latency and accuracy",
         "",
         "Latency per call, in milliseconds; throughput in samples per second. "
         "Speedup is the p50 of `model` over this row's p50 at the same batch and threads. "

@@ -8,7 +8,7 @@ def int8_notes(document: dict) -> list[str]:
     """Say plainly where an INT8 artifact is not faster than its float parent, and why."""
     artifacts = document["artifacts"]
     by_sha = {artifact["sha256"]: name for name, artifact in artifacts.items()}
-    p50 = {(r["variant"], r["runtime"], r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
+    p50 = {(r["variant"], _on(r), r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
     vnni = {"avx512_vnni", "avx_vnni"} & set(document["machine"]["cpu_flags"])
     notes = []
     for name, artifact in artifacts.items():
@@ -63,15 +63,31 @@ def target_notes(name: str, artifact: dict, document: dict) -> list[str]:
         f"{name}: {calibration}built for {target}: {flavour['activations']} activations, "
         f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}."
     ]
-    host = document["machine"].get("target")
-    measured = sorted({r["runtime"] for r in document["rows"] if r["variant"] == name and r["runtime"].endswith("cpu")})
-    if host and target != host and measured:
-        notes.append(
-            f"**{name} was built for {target} but measured on this {host} machine** ({', '.join(measured)}): "
-            f"its latency and accuracy here come from this CPU's INT8 kernels, not {target}'s; "
-            f"measure it on a {target} machine, or build it for {host} to ship here."
+    # each measuring machine's own CPU target (not the one its INT8 was asked for)
+    targets = {d["name"]: (d.get("fingerprint") or {}).get("target") for d in document.get("devices", [])}
+    targets.setdefault("local", document["machine"].get("target"))
+    for device, host in targets.items():
+        measured = sorted(
+            {
+                r["runtime"]
+                for r in document["rows"]
+                if r["variant"] == name and r["runtime"].endswith("cpu") and r.get("device", "local") == device
+            }
         )
+        if host and target != host and measured:
+            where = "this" if device == "local" else f"device {device}'s"
+            notes.append(
+                f"**{name} was built for {target} but measured on {where} {host} machine** ({', '.join(measured)}): "
+                f"its latency and accuracy there come from that CPU's INT8 kernels, not {target}'s; "
+                f"measure it on a {target} machine, or build it for {host} to ship there."
+            )
     return notes
+
+
+def _on(row: dict) -> str:
+    """The runtime, and the device where it is not this machine: two devices' rows never pair."""
+    device = row.get("device", "local")
+    return row["runtime"] if device == "local" else f"{row['runtime']} on {device}"
 
 
 def budget_note(name: str, budget: dict, document: dict) -> str:
@@ -95,9 +111,7 @@ def budget_note(name: str, budget: dict, document: dict) -> str:
     sibling = _without_budget(name, document["artifacts"])
     if sibling is None:
         return text + "; add a variant without the budget to measure what keeping them in float costs."
-    p50 = {
-        (r["variant"], r["runtime"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"] if r["batch"] == 1
-    }
+    p50 = {(r["variant"], _on(r), r["threads"]): r["latency"]["p50_ms"] for r in document["rows"] if r["batch"] == 1}
     costs = [
         f"{runtime} × {threads} {ms:.3f} ms against {p50[(sibling, runtime, threads)]:.3f} ms "
         f"({100 * (ms / p50[(sibling, runtime, threads)] - 1):+.0f}%)"

@@ -82,17 +82,18 @@ def _svg(figure_id: str, draw: Callable[[Figure, list[dict]], None], rows: list[
     return re.sub(r'(\bid="|href="#|url\(#)', rf"\g<1>{figure_id}-", svg)
 
 
-def _targets(rows: Iterable[dict]) -> dict[tuple[str, int], list[dict]]:
-    """Rows grouped by target (runtime, threads), in the order they first appear."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+def _targets(rows: Iterable[dict]) -> dict[tuple[str, str, int], list[dict]]:
+    """Rows grouped by target (device, runtime, threads), in the order they first appear:
+    two devices' rows are never one group."""
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["runtime"], row["threads"]), []).append(row)
+        groups.setdefault((row.get("device", "local"), row["runtime"], row["threads"]), []).append(row)
     return groups
 
 
-def _target_label(target: tuple[str, int]) -> str:
-    runtime, threads = target
-    return f"{runtime}, {threads} thread{'s' if threads != 1 else ''}"
+def _target_label(target: tuple[str, str, int]) -> str:
+    device, runtime, threads = target
+    return f"{'' if device == 'local' else device + ': '}{runtime}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def _accuracy(row: dict) -> tuple[str, float]:

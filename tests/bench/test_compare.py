@@ -44,15 +44,31 @@ def test_a_run_against_itself_has_no_change(run_dir):
 
 def test_changes_beyond_the_interval_and_threshold_are_named(run_dir):
     document = json.loads((run_dir / "results.json").read_text())
-    verdicts = {c.key[0]: c.verdict for c in compare(document, _scaled(document, "onnx", 0.25)).changes}
+    verdicts = {c.key[1]: c.verdict for c in compare(document, _scaled(document, "onnx", 0.25)).changes}
     assert verdicts == {"model": "within noise", "onnx": "faster"}
-    verdicts = {c.key[0]: c.verdict for c in compare(document, _scaled(document, "model", 4.0)).changes}
+    verdicts = {c.key[1]: c.verdict for c in compare(document, _scaled(document, "model", 4.0)).changes}
     assert verdicts == {"model": "slower", "onnx": "within noise"}
     # a 1% move is below the 2% threshold however tight the intervals
     tight = copy.deepcopy(document)
     for row in tight["rows"]:
         row["latency"]["p50_ci_ms"] = [row["latency"]["p50_ms"]] * 2
     assert {c.verdict for c in compare(tight, _scaled(tight, "onnx", 0.99)).changes} == {"within noise"}
+
+
+def test_compare_keys_rows_by_device_and_reads_older_runs_as_local(run_dir):
+    document = json.loads((run_dir / "results.json").read_text())
+    remote = copy.deepcopy(document)
+    for row in remote["rows"]:
+        row["device"] = "edge-box"
+    result = compare(document, remote)
+    assert not result.changes  # one device's numbers are never set against another's
+    assert {key[0] for key in result.only_before} == {"local"} and {key[0] for key in result.only_after} == {"edge-box"}
+    older = copy.deepcopy(document)
+    older["schema_version"] = 6
+    del older["devices"]
+    for row in older["rows"]:
+        del row["device"]
+    assert {c.key[0] for c in compare(older, document).changes} == {"local"}
 
 
 def test_compare_command_prints_the_verdicts(run_dir, tmp_path, capsys):
@@ -70,7 +86,7 @@ def test_compare_command_prints_the_verdicts(run_dir, tmp_path, capsys):
     [
         (None, "no results.json there"),
         ("{not json", "not a readable results.json"),
-        ('{"schema_version": 1}', "results schema 1, this edgeopt reads 3 and 4"),
+        ('{"schema_version": 1}', "results schema 1, this edgeopt reads 3 to 7"),
     ],
 )
 def test_compare_refuses_what_it_cannot_read_in_one_line(run_dir, tmp_path, capsys, content, message):

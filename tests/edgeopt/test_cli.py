@@ -26,7 +26,7 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 6
+    assert results["schema_version"] == 7
     assert results["summary"]["machine_steadiness"]["slices"] >= 2 and "the machine itself: " in first.out
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
@@ -80,7 +80,7 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
     assert sizes["int8"] <= sizes["simplified"] / 3
     # a pick per CPU thread count and scenario, each within the budget
-    picks = [p for p in results["recommendations"] if p["device"] == "CPU"]
+    picks = [p for p in results["recommendations"] if p["processor"] == "CPU"]
     assert {(p["threads"], p["scenario"]) for p in picks} == {
         (t, s) for t in (1, 2) for s in ("single-stream", "offline")
     }
