@@ -100,7 +100,7 @@ STAGES: dict[str, Stage] = {
     "quantize_dynamic": Stage(
         quantize_dynamic,
         QuantizeDynamicOptions,
-        4,
+        5,
         Format.ONNX,
         Format.ONNX,
         "INT8 weights, activations per call",
