@@ -147,6 +147,9 @@ def _measure_parsers(verbs) -> None:
     threshold_help = "smallest p50 change reported, as a fraction (default 0.02)"
     compare.add_argument("--threshold", type=float, default=0.02, help=threshold_help)
 
+    report = verbs.add_parser("report", help="a finished run's recommendation per target, in the terminal")
+    report.add_argument("run", type=Path, metavar="RUN", help="a run directory (or its results.json)")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = None
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "build": _build,
             "bench": _bench,
             "compare": _compare,
+            "report": _report,
             "recipe": _recipe,
             "doctor": _doctor,
         }
@@ -198,6 +202,7 @@ def _run(args) -> int:
     result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target))
     console.run_rows(result.document["rows"])
     console.run_trust(result.document["summary"])
+    console.recommendation(result.document)
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
     print(f"results: {output / 'results.json'}")
     log.info("PASSED in %.1f s", time.perf_counter() - started)
@@ -308,6 +313,19 @@ def _compare(args) -> int:
     if not result.same_machine:
         log.warning("the runs are from different machines or library versions: differences are not only the code's")
     console.comparison(result, args.before, args.after, args.threshold)
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from bench.report.summary import load_summary_run
+    from edgeopt import console
+
+    document = load_summary_run(args.run)
+    console.recommendation(document)
+    folder = args.run if args.run.is_dir() else args.run.parent
+    for name in ("report.html", "report.md"):
+        if (folder / name).is_file():
+            print(f"report: {folder / name}")
     return EXIT_OK
 
 
