@@ -9,9 +9,10 @@ import math
 
 from bench.latency import QUANTILES
 from bench.recommend import group_by_target, target_label
-from bench.report.geometry import AXIS, FONT, Grid, log_range, plot_text, text_width
+from bench.report.geometry import AXIS, FONT, Grid, legend_margin, log_range, plot_text, text_width
 
 COLUMNS = 4
+LEGEND = ("p5–p95", "p25–p75", "median", "p99")
 ROW_PX = 18
 # indices into latency.quantiles_ms (percentiles 0, 5, ..., 100)
 P5, P25, P50, P75, P95 = (QUANTILES.index(q) for q in (5, 25, 50, 75, 95))
@@ -37,10 +38,12 @@ def distribution_figure(rows: list[dict]) -> dict | None:
     for row in single:
         logs.setdefault(row["variant"], []).append(math.log(row["latency"]["p50_ms"]))
     order = sorted(names, key=lambda name: sum(logs[name]) / len(logs[name]))  # geometric mean of p50
-    margin = {"l": int(max(text_width(n, 11) for n in names) + 24), "r": 110, "t": 50, "b": 50}
+    margin = {"l": int(max(text_width(n, 11) for n in names) + 24), "r": legend_margin(list(LEGEND), 11), "t": 50}
+    margin["b"] = 50
     columns = min(COLUMNS, len(targets))
     bands = math.ceil(len(targets) / columns)
-    grid = Grid(bands, columns, ROW_PX * len(order) + 20, margin, hgap=24, vgap=110)
+    # at least as tall as the legend beside it
+    grid = Grid(bands, columns, max(ROW_PX * len(order) + 20, 110), margin, hgap=24, vgap=110)
     data, layout, annotations = [], grid.layout(), []
     for index, (target, on_target) in enumerate(targets.items()):
         band, column = divmod(index, columns)
@@ -69,7 +72,7 @@ def distribution_figure(rows: list[dict]) -> dict | None:
         hovermode="closest",
         font={"family": FONT, "size": 11, "color": "#1f2328"},
         plot_bgcolor="#fff",
-        legend={"x": 1 + 16 / grid.plot_width, "xanchor": "left", "y": 1, "yanchor": "top"},
+        legend={"x": 1 + 16 / grid.plot_width, "xanchor": "left", "y": 1, "yanchor": "top", "tracegroupgap": 0},
     )
     return {"id": "distributions-plot", "data": data, "layout": layout}
 

@@ -133,7 +133,15 @@ def log_range(low: float, high: float, before: float, after: float) -> tuple[lis
         for m in mantissas
         if axis_range[0] <= math.log10(m * 10.0**decade) <= axis_range[1]
     ]
-    return axis_range, {"tickvals": ticks, "ticktext": [f"{tick:.6g}" for tick in ticks]}
+    return axis_range, {"tickvals": ticks, "ticktext": [tick_text(tick) for tick in ticks]}
+
+
+def tick_text(value: float) -> str:
+    """0.05, 2, 150, 20k, 1.5M: short enough for narrow panels, never 5×10⁻²."""
+    for scale, suffix in ((1e6, "M"), (1e4, "k")):
+        if value >= scale:
+            return f"{value / (1e3 if suffix == 'k' else scale):.6g}{suffix}"
+    return f"{value:.6g}"
 
 
 def overlaps(a: Box, b: Box, gap: float = 0.0) -> bool:

@@ -22,7 +22,10 @@ GEOMETRY = r"""(() => {
       id: gd.id,
       svg: box(gd.querySelector("svg.main-svg")),
       plotAreas: [...gd.querySelectorAll(".nsewdrag")].map(box),
-      legends: [...gd.querySelectorAll("g.legend")].filter(shown).map((g) => box(g.querySelector("rect.bg") || g)),
+      legends: [...gd.querySelectorAll("g.legend")].filter(shown).map((g) => ({
+        box: box(g.querySelector("rect.bg")),
+        scrolls: (g.querySelector(".scrollbar")?.getBoundingClientRect().height || 0) > 0,
+      })),
       labels: [...gd.querySelectorAll("g.annotation")]
         .filter((g) => names[+g.dataset.index] === "point-label" && shown(g))
         .map((g) => ({text: g.textContent, box: box(g.querySelector(".annotation-text-g"))})),
@@ -52,10 +55,13 @@ def figures(page: Page) -> list[dict]:
 
 
 def legend_problems(drawn: list[dict]) -> list[str]:
-    """A legend box over any plot area of its figure, or cut off by its figure's edge."""
+    """A legend box over any plot area of its figure, cut off by its figure's edge, or too
+    tall for its figure (plotly then scrolls it, hiding entries)."""
     found = []
     for figure in drawn:
-        for legend in figure["legends"]:
+        for legend, scrolls in ((entry["box"], entry["scrolls"]) for entry in figure["legends"]):
+            if scrolls:
+                found.append(f"{figure['id']}: legend {legend} scrolls: some entries are hidden")
             found += [
                 f"{figure['id']}: legend {legend} over plot area {area}"
                 for area in figure["plotAreas"]
