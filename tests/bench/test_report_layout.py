@@ -5,11 +5,13 @@ header click, hover boxes with the numbers, legend entries that hide an artifact
 console error or request. The screenshots are saved beside the run
 (<pytest's basetemp>/minilm-sized0/run/report.png and report-first-screen.png)."""
 
+import copy
 import json
 import re
 
 import pytest
 
+from bench.recommend import recommend
 from bench.report.html import render_html, script_json
 from bench.report.markdown import render
 from bench.results import write_results
@@ -137,3 +139,31 @@ def test_the_checks_catch_a_legend_over_a_plot_piled_labels_and_errors(browser, 
     problems = page.problems()
     assert any("deliberate" in problem for problem in problems)
     assert any("example.invalid" in problem for problem in problems)  # refused by the page's CSP
+
+
+def test_two_devices_get_their_own_panels_and_rows_with_the_same_checks(browser, tmp_path):
+    """Rows that carry a device (measured on another machine) form targets of their own."""
+    document = minilm_sized.document()
+    remote = copy.deepcopy(document["rows"])
+    for row in remote:
+        row["device"] = "pi5"
+        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms"):
+            row["latency"][key] *= 3.0
+        row["latency"]["quantiles_ms"] = [value * 3.0 for value in row["latency"]["quantiles_ms"]]
+        row["latency"]["throughput_per_s"] /= 3.0
+    document["rows"] += remote
+    document["recommendations"] = recommend(document["rows"], document["artifacts"], document["max_accuracy_drop"])
+    (tmp_path / "report.html").write_text(render_html(document), encoding="utf-8")
+    page = browser.page(1400, 900)
+    page.open(tmp_path / "report.html")
+    page.wait_for("document.body.dataset.ready === '1'", timeout=120)
+    page.screenshot(tmp_path / "report.png")
+    drawn = figures(page)
+    assert [len(figure["plotAreas"]) for figure in drawn] == [8, 8, 8]
+    assert legend_problems(drawn) == [] and label_problems(drawn) == [] and text_problems(drawn) == []
+    targets = page.evaluate(
+        "[...document.querySelectorAll('#summary-table tbody tr')].map(r => r.cells[0].textContent)"
+    )
+    assert [target.split(" · ")[0] for target in targets] == ["local"] * 4 + ["pi5"] * 4
+    browser.pump(0.3)
+    assert page.problems() == []
