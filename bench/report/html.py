@@ -20,7 +20,7 @@ from bench.report.geometry import colours
 from bench.report.markdown import skipped_lines, trust_sentences, verification_cell
 from bench.report.notes import int8_notes
 from bench.report.pareto import pareto_figure
-from bench.report.summary import EXPLANATION, Cell, excluded_text, recommendations, size_text
+from bench.report.summary import EXPLANATION, Cell, excluded_text, ms_text, recommendations, size_text
 from bench.report.tables import measurements_table, summary_table, table
 from bench.report.throughput import throughput_figure
 
@@ -176,11 +176,12 @@ def _scenarios(scenarios: list[dict]) -> str:
         [
             Cell(s["variant"]),
             Cell(s["runtime"]),
-            *(Cell(str(s[key]), s[key]) for key in ("threads",)),
+            Cell(str(s["threads"]), s["threads"]),
             Cell(f"{100 * s['load']:.0f}%", s["load"]),
             Cell(f"{s['rate_per_s']:.0f}", s["rate_per_s"]),
-            *(Cell(str(s[key]), s[key]) for key in ("concurrency", "requests")),
-            *(Cell(f"{s[key]:.3f}", s[key]) for key in ("p50_ms", "p90_ms", "p99_ms")),
+            Cell(str(s["concurrency"]), s["concurrency"]),
+            Cell(str(s["requests"]), s["requests"]),
+            *(Cell(ms_text(s[key]), s[key]) for key in ("p50_ms", "p90_ms", "p99_ms")),
         ]
         for s in scenarios
     ]
