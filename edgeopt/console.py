@@ -53,7 +53,7 @@ def run_rows(rows: list[dict]) -> None:
 def recommendation(document: dict) -> None:
     """The first screen of the report: per target, the pick, its speedup over the source
     model's plain export, accuracy change, size and memory; then the runner-up and the offline
-    pick. Two borderless tables, so that 120 columns hold them without wrapping a figure."""
+    pick. Two borderless tables, so that 120 columns hold them without cutting a figure."""
     from bench.report.summary import COLUMNS, LEFT_COLUMNS, excluded_text, heading, recommendations, summary_rows
 
     picks = recommendations(document)
@@ -67,7 +67,8 @@ def recommendation(document: dict) -> None:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for column in columns:
             title = SHORT.get(column, column)
-            table.add_column(title, justify="left" if column in LEFT_COLUMNS else "right", no_wrap=True)
+            left = column in LEFT_COLUMNS  # words may wrap to a second line; figures never do
+            table.add_column(title, justify="left" if left else "right", no_wrap=not left)
         for cells in rows:
             table.add_row(*(cells[COLUMNS.index(column)].text for column in columns))
         console.print(table)

@@ -86,8 +86,6 @@ def _row(target: tuple, scenarios: dict[str, dict]) -> list[Cell]:
     pick, base, runner = single["pick"], single["baseline"], single["runner_up"]
     if base is None:
         versus = Cell("no plain export here")
-    elif base["variant"] == pick["variant"]:
-        versus = Cell("1.00× (it is the export)", 1.0)
     else:
         versus = Cell(f"{pick['speedup']:.2f}× {base['variant']}", pick["speedup"])
     change = pick["accuracy_change"]
