@@ -61,7 +61,7 @@ def check(run: dict, reordered: dict, html: str) -> list[tuple[bool, str]]:
             + (f" (bar ≤ the twice-measured spread, {max(twice, TWICE_BAR):.1%})" if twice is not None else ""),
         ),
         (
-            'id="pareto"' in html and 'id="recommendation"' in html and "<li>" in _section(html, "recommendation"),
+            'id="pareto"' in html and "<tr><td" in _section(html, "recommendation"),
             "report.html: the Pareto plot and a recommendation per target",
         ),
     ]

@@ -1,16 +1,22 @@
-"""Which artifact to ship for each target, under the recipe's accuracy budget.
+"""Which artifact to ship on each target, under the recipe's accuracy budget.
 
-A target is a device (the machine that measured: this one, or one over SSH), its
-processor (CPU, GPU) and a thread count; the pick is an artifact on a runtime, among
-that device's rows only. Two scenarios, as MLPerf Inference frames them:
+A target is where an artifact would run: a device (`local`, or a measuring machine by name),
+a runtime on it and a thread count. Two scenarios, as MLPerf Inference frames them:
 single-stream (one request at a time: the p90 latency at batch 1) and offline (the best
-throughput over the batch sweep). Only artifacts whose accuracy is within
-`max_drop` of the source model's are candidates: top-1 against labels where there are
-labels, else top-1 agreement with the source model. Each pick is compared with the
-fastest other fp32 artifact on the same target.
+throughput over the batch sweep). A row is a candidate when every rule in `RULES` lets it
+through; today the one rule is the accuracy budget (top-1 against labels where there are
+labels, else agreement with the source model, else retrieval overlap, else cosine). Each
+pick is compared with what the user started from: the source model's plain export on the
+same target (`baseline`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Target = tuple[str, str, int]  # device, runtime, threads
+SOURCE = "model"  # the recipe's source model is always this variant
 
 
 def accuracy_of(row: dict) -> tuple[float | None, str]:
@@ -24,74 +30,188 @@ def accuracy_of(row: dict) -> tuple[float | None, str]:
     return accuracy["cosine_mean"], "cosine"
 
 
-def recommend(rows: list[dict], max_drop: float) -> list[dict]:
-    if not rows:
-        return []
-    reference, metric = accuracy_of(next((r for r in rows if r["variant"] == "model"), rows[0]))
-    devices = list(dict.fromkeys(r.get("device", "local") for r in rows))
-    targets = sorted(
-        {(r.get("device", "local"), processor_of(r["runtime"]), r["threads"]) for r in rows},
-        key=lambda t: (devices.index(t[0]), t[1], t[2]),
-    )
+def target_of(row: dict) -> Target:
+    """Rows without a device were measured here (results written before devices existed too)."""
+    return row.get("device", "local"), row["runtime"], row["threads"]
+
+
+def target_label(target: Target) -> str:
+    device, runtime, threads = target
+    return f"{device} · {runtime} · {threads} thread{'' if threads == 1 else 's'}"
+
+
+def group_by_target(rows: list[dict]) -> dict[Target, list[dict]]:
+    """Rows per target, targets sorted (device, runtime, threads), rows in their order."""
+    groups: dict[Target, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(target_of(row), []).append(row)
+    return dict(sorted(groups.items()))
+
+
+def baseline_variant(artifacts: dict, measured: set[str]) -> str | None:
+    """What a pick is compared with on a target, among the variants measured there: the
+    source model's plain export (the first export_onnx variant made from it), else the
+    source model itself (a torch runtime, or an ONNX source), else the first engine built
+    from that export (a TensorRT runtime runs neither)."""
+    source = artifacts.get(SOURCE)
+    export = None
+    if source is not None:
+        export = next(
+            (name for name, a in artifacts.items() if a["stage"] == "export_onnx" and a["parent"] == source["sha256"]),
+            None,
+        )
+    engine = None
+    if export is not None:
+        sha = artifacts[export]["sha256"]
+        engine = next((n for n, a in artifacts.items() if a["stage"] == "build_trt" and a["parent"] == sha), None)
+    return next((name for name in (export, SOURCE, engine) if name is not None and name in measured), None)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a rule weighs a row against: the source model's accuracy, the budget, every
+    artifact's record and every row measured on the row's target."""
+
+    reference: float | None
+    metric: str
+    max_drop: float
+    artifacts: dict
+    on_target: list[dict]
+
+
+# A rule returns why a row may not be recommended, or None where it may.
+Rule = Callable[[dict, Context], str | None]
+
+
+def within_budget(row: dict, context: Context) -> str | None:
+    value = accuracy_of(row)[0]
+    if context.reference is None:
+        return None
+    if value is None:
+        return "no accuracy measured"
+    return None if context.reference - value <= context.max_drop + 1e-12 else "over the accuracy budget"
+
+
+RULES: tuple[Rule, ...] = (within_budget,)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    batch_one: bool  # only batch-1 rows compete
+    field: str  # the latency figure scored
+    lower_is_better: bool
+
+    def score(self, row: dict) -> float:
+        return row["latency"][self.field]
+
+    def ranked(self, rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=self.score, reverse=not self.lower_is_better)
+
+    def speedup(self, row: dict, baseline: dict) -> float:
+        ratio = self.score(baseline) / self.score(row)
+        return ratio if self.lower_is_better else 1 / ratio
+
+
+SCENARIOS = (
+    Scenario("single-stream", True, "p90_ms", True),
+    Scenario("offline", False, "throughput_per_s", False),
+)
+
+
+def recommend(rows: list[dict], artifacts: dict, max_drop: float) -> list[dict]:
+    """One pick per target and scenario (single-stream first), targets in order."""
     picks = []
-    for device, processor, threads in targets:
-        on_target = [
-            r
-            for r in rows
-            if (r.get("device", "local"), processor_of(r["runtime"]), r["threads"]) == (device, processor, threads)
-        ]
-        if len({(r["variant"], r["runtime"]) for r in on_target}) < 2:
-            continue
-        eligible = [r for r in on_target if reference is None or reference - accuracy_of(r)[0] <= max_drop]
-        for scenario, pool, score, better in (
-            ("single-stream", [r for r in on_target if r["batch"] == 1], lambda r: r["latency"]["p90_ms"], min),
-            ("offline", on_target, lambda r: r["latency"]["throughput_per_s"], max),
-        ):
-            candidates = [r for r in pool if r in eligible]
-            if not candidates:
-                continue
-            chosen = better(candidates, key=score)
-            same = (chosen["variant"], chosen["runtime"])
-            fp32 = [r for r in pool if r["precision"] == "fp32" and (r["variant"], r["runtime"]) != same]
-            baseline = better(fp32, key=score) if fp32 else None
-            picks.append(_pick((device, processor, threads), scenario, chosen, baseline, score, reference, metric))
+    measured = {r["variant"] for r in rows}
+    source = SOURCE if SOURCE in measured else baseline_variant(artifacts, measured)
+    for target, on_target in group_by_target(rows).items():
+        reference, metric = _reference(rows, target, source)
+        context = Context(reference, metric, max_drop, artifacts, on_target)
+        verdicts = {id(row): next((why for rule in RULES if (why := rule(row, context))), None) for row in on_target}
+        baseline = baseline_variant(artifacts, {r["variant"] for r in on_target})
+        for scenario in SCENARIOS:
+            pool = [r for r in on_target if r["batch"] == 1 or not scenario.batch_one]
+            if pool:
+                picks.append(_pick(target, scenario, pool, verdicts, baseline, context))
     return picks
 
 
-def processor_of(runtime: str) -> str:
-    return "CPU" if runtime.endswith("cpu") else "GPU"
+def _reference(rows: list[dict], target: Target, source: str | None) -> tuple[float | None, str]:
+    """The source model's accuracy (its plain export's where the source itself was not
+    measured), on the target's device where it was measured there."""
+    sources = [r for r in rows if r["variant"] == source and accuracy_of(r)[0] is not None]
+    same_device = [r for r in sources if target_of(r)[0] == target[0]]
+    if not sources:
+        return None, accuracy_of(rows[0])[1]
+    return accuracy_of((same_device or sources)[0])
 
 
-def _pick(target, scenario, chosen, baseline, score, reference, metric) -> dict:
-    device, processor, threads = target
-    value = score(chosen)
-    figure = (
-        f"p90 {value:.3f} ms" if scenario == "single-stream" else f"{value:,.0f} samples/s at batch {chosen['batch']}"
-    )
-    if baseline is None:
-        versus, speedup = "the only candidate", None
-    else:
-        speedup = value / score(baseline) if scenario == "offline" else score(baseline) / value
-        versus = f"{speedup:.2f}× faster than {baseline['variant']} on {baseline['runtime']} (fp32)"
-    drop = None if reference is None else accuracy_of(chosen)[0] - reference
-    cost = (
-        "" if drop is None else f", {100 * drop:+.1f} pt {metric}" if metric == "top-1" else f", {drop:+.4f} {metric}"
-    )
-    plural = "thread" if threads == 1 else "threads"
-    where = "" if device == "local" else f"{device}: "
-    text = (
-        f"{where}{processor}, {threads} {plural}, {scenario}: {chosen['variant']} on {chosen['runtime']} "
-        f"({chosen['precision']}), {figure}, {versus}{cost}"
-    )
-    return {
+def _pick(target: Target, scenario: Scenario, pool: list[dict], verdicts: dict, baseline_name, context) -> dict:
+    ranked = scenario.ranked([r for r in pool if verdicts[id(r)] is None])
+    chosen = ranked[0] if ranked else None
+    runner = next((r for r in ranked if r["variant"] != chosen["variant"]), None) if chosen else None
+    baseline = scenario.ranked([r for r in pool if r["variant"] == baseline_name])
+    base = baseline[0] if baseline else None
+    excluded = {r["variant"]: verdicts[id(r)] for r in pool if verdicts[id(r)] is not None}
+    device, runtime, threads = target
+    pick = {
         "device": device,
-        "processor": processor,
-        "runtime": chosen["runtime"],
+        "runtime": runtime,
         "threads": threads,
-        "scenario": scenario,
-        "variant": chosen["variant"],
-        "baseline": f"{baseline['variant']} on {baseline['runtime']}" if baseline else None,
-        "speedup": speedup,
-        "accuracy_change": drop,
-        "text": text,
+        "scenario": scenario.name,
+        "metric": context.metric,
+        "reference": context.reference,
+        "pick": _entry(chosen, scenario, base, context) if chosen else None,
+        "runner_up": _entry(runner, scenario, base, context) if runner else None,
+        "baseline": _entry(base, scenario, None, context) if base else None,
+        "excluded": [{"variant": name, "reason": why} for name, why in excluded.items()],
     }
+    return {**pick, "text": pick_text(pick)}
+
+
+def _entry(row: dict, scenario: Scenario, baseline: dict | None, context: Context) -> dict:
+    value = accuracy_of(row)[0]
+    facts = context.artifacts.get(row["variant"], {}).get("facts", {})
+    return {
+        "variant": row["variant"],
+        "precision": row["precision"],
+        "batch": row["batch"],
+        scenario.field: scenario.score(row),
+        "speedup": scenario.speedup(row, baseline) if baseline else None,
+        "accuracy": value,
+        "accuracy_change": None if value is None or context.reference is None else value - context.reference,
+        "size_bytes": facts.get("size_bytes"),
+        "peak_rss_mb": row["peak_rss_mb"],
+    }
+
+
+def accuracy_change_text(change: float | None, metric: str) -> str:
+    if change is None:
+        return "—"
+    return f"{100 * change:+.2f} pt" if metric in ("top-1", "agreement") else f"{change:+.4f}"
+
+
+def pick_text(pick: dict) -> str:
+    """The pick in one sentence, as report.md and the terminal word it."""
+    head = f"{target_label((pick['device'], pick['runtime'], pick['threads']))}, {pick['scenario']}: "
+    chosen, base = pick["pick"], pick["baseline"]
+    if chosen is None:
+        return head + "nothing within the accuracy budget"
+    if "p90_ms" in chosen:
+        figure = f"p90 {chosen['p90_ms']:.3f} ms"
+    else:
+        figure = f"{chosen['throughput_per_s']:,.0f} samples/s at batch {chosen['batch']}"
+    if base is None:
+        versus = "no plain export of the source model measured here to compare with"
+    else:
+        what = "the source model" if base["variant"] == SOURCE else "the source model's plain export"
+        if base["variant"] == chosen["variant"]:
+            versus = f"{what} itself"
+        else:
+            versus = f"{chosen['speedup']:.2f}× as fast as {what} ({base['variant']})"
+    change = accuracy_change_text(chosen["accuracy_change"], pick["metric"])
+    text = f"{head}{chosen['variant']} ({chosen['precision']}), {figure}, {versus}, {change} {pick['metric']}"
+    runner = pick["runner_up"]
+    if runner is not None:
+        text += f"; runner-up {runner['variant']}"
+    return text

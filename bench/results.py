@@ -20,8 +20,9 @@ from edgeopt.core.errors import output_error
 # 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;
 # 5: summary.machine_steadiness; latency.p50_ci_ms from resampling rounds where there are rounds;
 # 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for);
-# 7: rows' and skipped entries' device, devices (each one's fingerprint, target, status and faults),
-#    recommendations keyed by device (their CPU/GPU now `processor`)
+# 7: rows' and skipped entries' device, devices (each one's fingerprint, target, status and faults);
+#    recommendations per target (device, runtime, threads) and scenario: the pick, the runner-up and
+#    the source model's plain export on that target as the baseline, each with accuracy, size, memory
 SCHEMA_VERSION = 7
 
 
@@ -80,6 +81,7 @@ def results_document(
     row_dicts = [
         {**dataclasses.asdict(row), "speedup_vs_model": ratio} for row, ratio in zip(rows, ratios, strict=True)
     ]
+    artifact_records = {name: artifact.to_json() for name, artifact in artifacts.items()}
     return {
         "schema_version": SCHEMA_VERSION,
         "recipe": recipe,
@@ -90,12 +92,12 @@ def results_document(
         "devices": devices
         if devices is not None
         else [{"name": "local", "kind": "local", "fingerprint": machine, "status": "ok", "faults": []}],
-        "artifacts": {name: artifact.to_json() for name, artifact in artifacts.items()},
+        "artifacts": artifact_records,
         "rows": row_dicts,
         "skipped": skipped,
         "scenarios": scenarios,
         "max_accuracy_drop": max_accuracy_drop,
-        "recommendations": recommend(row_dicts, max_accuracy_drop),
+        "recommendations": recommend(row_dicts, artifact_records, max_accuracy_drop),
         "summary": summary(rows, {name: artifact.sha256 for name, artifact in artifacts.items()}, steadiness),
     }
 

@@ -160,6 +160,9 @@ def _measure_parsers(verbs) -> None:
     threshold_help = "smallest p50 change reported, as a fraction (default 0.02)"
     compare.add_argument("--threshold", type=float, default=0.02, help=threshold_help)
 
+    report = verbs.add_parser("report", help="a finished run's recommendation per target, in the terminal")
+    report.add_argument("run", type=Path, metavar="RUN", help="a run directory (or its results.json)")
+
 
 def parse_input(text: str):
     """NAME:SHAPE:DTYPE, e.g. image:batch,3,224,224:float32."""

@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
             "build": _build,
             "bench": _bench,
             "compare": _compare,
+            "report": _report,
             "devices": _devices,
             "recipe": _recipe,
             "doctor": _doctor,
         }
-        if args.verb not in ("compare", "recipe", "doctor"):
+        if args.verb not in ("compare", "report", "recipe", "doctor"):
             _require_onnxruntime()
         return verbs[args.verb](args)
     except EdgeoptError as err:
@@ -93,6 +94,7 @@ def _run(args) -> int:
     for device in failed:
         print(f"device {device['name']}: not measured ({device['status']}): {device['faults'][-1]}")
     console.run_trust(result.document["summary"])
+    console.recommendation(result.document)
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
     if len(failed) == len(result.document["devices"]):  # recorded, and still no device measured anything
         raise DeviceUnusable("; ".join(d["faults"][-1] for d in failed))
@@ -214,6 +216,19 @@ def _devices(args) -> int:
             problems.append(problem)
     if problems:
         raise DeviceUnusable("; ".join(problems))
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from bench.report.summary import load_summary_run
+    from edgeopt import console
+
+    document = load_summary_run(args.run)
+    console.recommendation(document)
+    folder = args.run if args.run.is_dir() else args.run.parent
+    for name in ("report.html", "report.md"):
+        if (folder / name).is_file():
+            print(f"report: {folder / name}")
     return EXIT_OK
 
 

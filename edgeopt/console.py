@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 WIDTH = 120
+SHORT = {"vs plain export": "vs export", "accuracy change": "Δ accuracy"}  # the summary's headers, for 120 columns
 
 
 def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...]) -> Table:
@@ -54,6 +56,33 @@ def run_rows(rows: list[dict]) -> None:
             *accuracy_cells(row, accuracy),
         )
     Console(width=WIDTH).print(table)
+
+
+def recommendation(document: dict) -> None:
+    """The first screen of the report: per target, the pick, its speedup over the source
+    model's plain export, accuracy change, size and memory; then the runner-up and the offline
+    pick. Two borderless tables, so that 120 columns hold them without cutting a figure."""
+    from bench.report.summary import COLUMNS, LEFT_COLUMNS, excluded_text, heading, recommendations, summary_rows
+
+    picks = recommendations(document)
+    if not picks:
+        print("nothing was measured, so there is nothing to recommend")
+        return
+    print(heading(picks, document["max_accuracy_drop"]))
+    rows = summary_rows(picks)
+    console = Console(width=WIDTH)
+    for columns in (COLUMNS[:7], (COLUMNS[0], *COLUMNS[7:])):
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in columns:
+            title = SHORT.get(column, column)
+            left = column in LEFT_COLUMNS  # words may wrap to a second line; figures never do
+            table.add_column(title, justify="left" if left else "right", no_wrap=not left)
+        for cells in rows:
+            table.add_row(*(cells[COLUMNS.index(column)].text for column in columns))
+        console.print(table)
+    excluded = excluded_text(picks)
+    if excluded:
+        print(excluded)
 
 
 def run_trust(summary: dict) -> None:

@@ -10,6 +10,20 @@ def accuracy_columns(rows: list[dict]) -> list[str]:
     return ["top-1", "agreement"]
 
 
+# each column's field in a row's accuracy
+FIELDS = {
+    "top-1": "top1",
+    "agreement": "agreement_top1",
+    "cosine mean": "cosine_mean",
+    "cosine min": "cosine_min",
+    "overlap@10": "overlap_at_10",
+}
+
+
+def accuracy_values(row: dict, columns: list[str]) -> list[float | None]:
+    return [row["accuracy"].get(FIELDS[column]) for column in columns]
+
+
 def accuracy_cells(row: dict, columns: list[str]) -> list[str]:
     accuracy = row["accuracy"]
     values = {

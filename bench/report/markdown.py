@@ -6,23 +6,24 @@ from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
 from bench.report.devices import device_facts, device_groups, per_device
 from bench.report.notes import int8_notes
+from bench.report.summary import (
+    COLUMNS,
+    EXPLANATION,
+    TEXT_COLUMNS,
+    excluded_text,
+    heading,
+    ms_text,
+    recommendations,
+    size_text,
+    summary_rows,
+)
 from bench.steadiness import STEADY_VARIATION
 from edgeopt.core.onnx_model import describe_upgrade
 from runtimes.ort import DISABLED_FUSIONS
 
 
-def _ms(value: float) -> str:
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
-
-
-def _size(size_bytes: int | None) -> str:
-    if size_bytes is None:
-        return "—"
-    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
 
 
 def verification_cell(artifact: dict) -> str:
@@ -96,7 +97,7 @@ def _artifacts_section(artifacts: dict) -> list[str]:
         lines.append(
             f"| {name} | {artifact['stage']} | {artifact['format']} | {artifact['precision']} | "
             f"{artifact.get('target') or '—'} | "
-            f"{_size(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
+            f"{size_text(facts.get('size_bytes'))} | {facts.get('node_count', '—')} | "
             f"{verification_cell(artifact)} | `{artifact['sha256'][:12]}` |"
         )
     return lines
@@ -127,8 +128,8 @@ def _rows_section(rows: list[dict], level: str = "##") -> list[str]:
         speedup = "—" if row["speedup_vs_model"] is None else f"{row['speedup_vs_model']:.2f}×"
         lines.append(
             f"| {row['variant']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
-            f"{_ms(latency['p50_ms'])} | {_ms(low)}–{_ms(high)} | {_ms(latency['p90_ms'])} | "
-            f"{_ms(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
+            f"{ms_text(latency['p50_ms'])} | {ms_text(low)}–{ms_text(high)} | {ms_text(latency['p90_ms'])} | "
+            f"{ms_text(latency['p99_ms'])} | {latency['runs']} | {latency['throughput_per_s']:.0f} | {speedup} | "
             f"{100 * row['spread']:.1f}%{'' if row['stable'] else ' **unstable**'} | {row['load_s']:.3f} | "
             f"{row['peak_rss_mb']:.0f} | {' | '.join(accuracy_cells(row, columns))} |"
         )
@@ -149,13 +150,20 @@ def _runtime_settings(rows: list[dict]) -> list[str]:
 
 
 def _recommendation_section(document: dict) -> list[str]:
+    """The first screen: one row per target, as `edgeopt report` prints it."""
     lines = ["", "## Recommendation", ""]
-    budget = document["max_accuracy_drop"]
-    if not document["recommendations"]:
-        return [*lines, f"No artifact measured on a target with alternatives is within the accuracy budget ({budget})."]
-    lines.append(f"Fastest artifact per target within an accuracy drop of {budget} from the source model:")
-    lines.append("")
-    return lines + [f"- {pick['text']}" for pick in document["recommendations"]]
+    picks = recommendations(document)
+    if not picks:
+        return [*lines, "Nothing was measured, so there is nothing to recommend."]
+    lines += [
+        heading(picks, document["max_accuracy_drop"]),
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "".join(" --- |" if title in TEXT_COLUMNS else " ---: |" for title in COLUMNS),
+    ]
+    lines += ["| " + " | ".join(cell.text for cell in cells) + " |" for cells in summary_rows(picks)]
+    excluded = excluded_text(picks)
+    return [*lines, "", EXPLANATION, *(["", excluded] if excluded else [])]
 
 
 def _device_section(rows: list[dict]) -> list[str]:
@@ -178,8 +186,8 @@ def _device_section(rows: list[dict]) -> list[str]:
         device, end_to_end = row["device_latency"], row["latency"]
         share = 1.0 - device["p50_ms"] / end_to_end["p50_ms"] if end_to_end["p50_ms"] else 0.0
         lines.append(
-            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {_ms(device['p50_ms'])} | "
-            f"{_ms(device['p90_ms'])} | {_ms(device['p99_ms'])} | {_ms(end_to_end['p50_ms'])} | {_pct(max(share, 0.0))} |"
+            f"| {row['variant']} | {row['runtime']} | {row['batch']} | {ms_text(device['p50_ms'])} | "
+            f"{ms_text(device['p90_ms'])} | {ms_text(device['p99_ms'])} | {ms_text(end_to_end['p50_ms'])} | {_pct(max(share, 0.0))} |"
         )
     return lines
 
@@ -201,7 +209,7 @@ def _server_section(scenarios: list[dict]) -> list[str]:
     for s in scenarios:
         lines.append(
             f"| {s['variant']} | {s['runtime']} | {s['threads']} | {s['load']:.0%} | {s['rate_per_s']:.0f} | "
-            f"{s['concurrency']} | {s['requests']} | {_ms(s['p50_ms'])} | {_ms(s['p90_ms'])} | {_ms(s['p99_ms'])} |"
+            f"{s['concurrency']} | {s['requests']} | {ms_text(s['p50_ms'])} | {ms_text(s['p90_ms'])} | {ms_text(s['p99_ms'])} |"
         )
     return lines
 
@@ -291,7 +299,7 @@ def _graph_section(artifacts: dict) -> list[str]:
             changes = f"kept FP32 for range: {', '.join(facts['fp32_nodes_overflow'])}"
         if facts.get("upgraded"):
             changes = f"upgraded {describe_upgrade(facts['upgraded'])}; {changes}"
-        lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {_size(facts['size_bytes'])} | {changes} |")
+        lines.append(f"| {name} | {nodes} | {facts['parameters']:,} | {size_text(facts['size_bytes'])} | {changes} |")
     return lines
 
 

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from bench.results import SCHEMA_VERSION
 from edgeopt import stages
 from edgeopt.cli import main
 
@@ -25,8 +26,9 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     assert main(["run", str(mlp_recipe), "--output", str(out)]) == 0
     first = capsys.readouterr()
     assert "report: " in first.out and "PASSED" in first.err
+    assert "The pick per target (device · runtime · threads)" in first.out  # the report's first screen
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 7
+    assert results["schema_version"] == SCHEMA_VERSION
     assert results["summary"]["machine_steadiness"]["slices"] >= 2 and "the machine itself: " in first.out
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
@@ -79,13 +81,15 @@ def test_cli_run_demo_recipe_meets_the_bar(tmp_path, capsys):
     assert f"int8: minmax calibration on 256 samples, built for {host}" in report
     sizes = {name: a["facts"]["size_bytes"] for name, a in results["artifacts"].items()}
     assert sizes["int8"] <= sizes["simplified"] / 3
-    # a pick per CPU thread count and scenario, each within the budget
-    picks = [p for p in results["recommendations"] if p["processor"] == "CPU"]
-    assert {(p["threads"], p["scenario"]) for p in picks} == {
-        (t, s) for t in (1, 2) for s in ("single-stream", "offline")
+    # a pick per CPU target (runtime × thread count) and scenario, each within the budget, each
+    # compared with the source model's plain export there (the source model itself on torch-cpu)
+    picks = [p for p in results["recommendations"] if p["runtime"] in ("torch-cpu", "ort-cpu")]
+    assert {(p["runtime"], p["threads"], p["scenario"]) for p in picks} == {
+        (r, t, s) for r in ("torch-cpu", "ort-cpu") for t in (1, 2) for s in ("single-stream", "offline")
     }
-    assert all(abs(p["accuracy_change"]) <= 0.01 for p in picks)
-    assert "## Recommendation" in report
+    assert all(abs(p["pick"]["accuracy_change"]) <= 0.01 for p in picks)
+    assert {p["runtime"]: p["baseline"]["variant"] for p in picks} == {"torch-cpu": "model", "ort-cpu": "onnx"}
+    assert report.index("## Recommendation") < report.index("## Artifacts")
     # every row timed in the default 20 interleaved rounds, in a process that loaded only its artifact
     assert all(len(r["round_p50_ms"]) == 20 and r["peak_rss_mb"] > r["baseline_rss_mb"] > 0 for r in results["rows"])
     assert "bar" not in capsys.readouterr().out
