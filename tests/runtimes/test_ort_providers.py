@@ -152,5 +152,5 @@ def test_a_run_lists_a_session_whose_provider_did_not_start_as_not_measured(
     reason = (
         "CUDAExecutionProvider did not start; the session would run on CPUExecutionProvider (edgeopt doctor says why)"
     )
-    assert {"variant": "onnx", "runtime": "ort-cuda", "reason": reason} in results["skipped"]
+    assert {"variant": "onnx", "runtime": "ort-cuda", "reason": reason, "device": "local"} in results["skipped"]
     assert f"- onnx on ort-cuda: {reason}" in (tmp_path / "run" / "report.md").read_text()
