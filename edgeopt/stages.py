@@ -179,10 +179,11 @@ STAGES: dict[str, Stage] = {
         Format.ONNX,
         "store few-valued weights as codebook + uint8 indices; verified",
     ),
+    # 3: stacking's meta-model fitted on one thread (its weights no longer follow the core count)
     "ensemble": Stage(
         ensemble,
         EnsembleOptions,
-        2,
+        3,
         Format.TORCH,
         Format.TORCH,
         "train members, combine them (parallel, cascade, stacking)",

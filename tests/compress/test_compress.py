@@ -154,6 +154,21 @@ def test_ensemble_stacking_fits_a_meta_model_that_exports(resnet, make_context):
     _exported(stacked, make_context)
 
 
+def test_ensemble_stacking_weights_do_not_follow_the_thread_count(resnet, make_context):
+    """A Ray task runs torch on one thread, this machine on all of its: the same artifact."""
+    members = [Member(kwargs={"width": 4}, seed=seed) for seed in (0, 1)]
+    options = EnsembleOptions(mode="stacking", members=members, training=QUICK, meta_epochs=20)
+    weights = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 4):
+            torch.set_num_threads(count)
+            weights.append(load_module(ensemble(resnet, options, make_context())).stacker.weight.detach())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_ensemble_options_reject_a_cascade_of_three():
     with pytest.raises(ValidationError, match="exactly 2 models"):
         EnsembleOptions(mode="cascade", members=[Member(), Member()], with_input=True)
