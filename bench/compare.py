@@ -14,7 +14,8 @@ from pathlib import Path
 from bench.results import SCHEMA_VERSION
 from edgeopt.core.errors import DataError
 
-READABLE = (3, 4, SCHEMA_VERSION)  # 4 and 5 only add fields: GPU device latency, unbuilt variants, steadiness
+# 4 and 5 only add fields: GPU device latency, unbuilt variants, steadiness; 7 where it ran
+READABLE = (3, 4, 6, SCHEMA_VERSION)
 
 Key = tuple[str, str, int, int]  # variant, runtime, batch, threads
 

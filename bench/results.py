@@ -20,7 +20,8 @@ from edgeopt.core.errors import output_error
 # 4: rows' device_latency (GPU), skipped entries with runtime null for variants not built;
 # 5: summary.machine_steadiness; latency.p50_ci_ms from resampling rounds where there are rounds;
 # 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for)
-SCHEMA_VERSION = 6
+# 7: executor (local, or the Ray cluster), rows' measured_on, artifacts' facts.built_on
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Row:
     warmup_runs: int
     harness_overhead: float | None  # harness median over a bare loop's, where measured
     device_latency: LatencyStats | None = None  # GPU sessions: the enqueue alone, between CUDA events
+    measured_on: str | None = None  # the host (and Ray node) that ran the measurement
 
 
 def speedups(rows: list[Row], baseline_variant: str) -> list[float | None]:
@@ -63,6 +65,7 @@ def results_document(
     recipe_path: str,
     machine: dict,
     artifacts: dict,
+    executor: dict | None = None,
     rows: list[Row],
     skipped: list[dict],
     scenarios: list[dict],
@@ -82,6 +85,7 @@ def results_document(
         "created": created,
         "duration_s": round(duration_s, 3),
         "machine": machine,
+        "executor": executor or {"kind": "local"},
         "artifacts": {name: artifact.to_json() for name, artifact in artifacts.items()},
         "rows": row_dicts,
         "skipped": skipped,

@@ -77,6 +77,8 @@ def _run_parser(verbs) -> None:
     run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
     _option(run, "--target", Recipe, "target", help="the machine the models will run on (default: the recipe's)")
     run.set_defaults(target=None)
+    ray_help = "build and measure as Ray tasks on this cluster: auto, local (start one for the run) or HOST:PORT"
+    run.add_argument("--ray", metavar="ADDRESS", help=f"{ray_help} (default: the recipe's executor, else here)")
 
 
 def _transform_parsers(verbs) -> None:
@@ -188,20 +190,42 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from edgeopt import console
     from edgeopt.pipeline import run
-    from edgeopt.recipe import load_recipe
+    from edgeopt.recipe import check_ray_address, load_recipe
 
     started = time.perf_counter()
+    if args.ray is not None:
+        try:
+            check_ray_address(args.ray)
+        except ValueError as err:
+            raise RecipeError(f"--ray {args.ray!r}: {err}") from None
     loaded = load_recipe(args.recipe)
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
     )
-    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target))
+    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target), ray=args.ray)
     console.run_rows(result.document["rows"])
     console.run_trust(result.document["summary"])
     print(f"report: {output / 'report.md'} and {output / 'report.html'}")
     print(f"results: {output / 'results.json'}")
+    if result.failed:
+        return _failed_variants(result.failed, time.perf_counter() - started)
     log.info("PASSED in %.1f s", time.perf_counter() - started)
     return EXIT_OK
+
+
+def _failed_variants(failed: dict, seconds: float) -> int:
+    """A Ray run went on past failed builds: it ends failed, in one line naming each
+    (a bug's remote traceback first), after the report of the rest is written."""
+    for failure in failed.values():
+        if failure.traceback:
+            print(failure.traceback, file=sys.stderr)
+    log.error("FAILED in %.1f s", seconds)
+    listed = "; ".join(f"variants.{name}: {failure.line}" for name, failure in failed.items())
+    print(
+        f"edgeopt: error: {len(failed)} variant(s) failed to build (the report covers the rest): {listed}",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT if all(failure.input for failure in failed.values()) else EXIT_BUG
 
 
 def parse_input(text: str):

@@ -8,6 +8,7 @@ from html import escape
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.markdown import _ms, _size, trust_sentences, verification_cell
 from bench.report.notes import int8_notes
+from bench.report.placement import placement_lines
 from bench.report.plots import plots
 
 STYLE = """
@@ -47,6 +48,7 @@ def render_html(document: dict) -> str:
         _notes(document),
         _measurements(document["rows"]),
         _artifacts(document["artifacts"]),
+        _placement(document),
         _machine(document["machine"]),
     ]
     body = "\n".join(section for section in sections if section)
@@ -209,6 +211,14 @@ def _artifacts(artifacts: dict) -> str:
         for name, artifact in artifacts.items()
     ]
     return "<h2>Artifacts</h2>\n" + _table(header, rows, numeric={"size", "nodes"})
+
+
+def _placement(document: dict) -> str:
+    lines = placement_lines(document)
+    if not lines:
+        return ""
+    items = "\n".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f"<h2>Where it ran</h2>\n<ul>\n{items}\n</ul>"
 
 
 def _machine(machine: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
 from bench.report.notes import int8_notes
+from bench.report.placement import placement_lines
 from bench.steadiness import STEADY_VARIATION
 from runtimes.ort import DISABLED_FUSIONS
 
@@ -46,6 +47,10 @@ def render(document: dict) -> str:
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in notes]
+    placement = placement_lines(document)
+    if placement:
+        lines += ["", "## Where it ran", ""]
+        lines += [f"- {line}" for line in placement]
     if document["skipped"]:
         lines += ["", "## Not built or not measured", ""]
         lines += [f"- {line}" for line in skipped_lines(document["skipped"])]
