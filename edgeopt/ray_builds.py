@@ -89,7 +89,7 @@ class _Sweep:
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     unbuilt: dict[str, str] = field(default_factory=dict)
     failed: dict[str, TaskFailure] = field(default_factory=dict)
-    pending: dict = field(default_factory=dict)  # ObjectRef → (variant, step)
+    pending: dict = field(default_factory=dict)  # ObjectRef → (variant, its label in the log)
 
     def step(self, name: str) -> str:
         total = 1 + len(self.loaded.order)

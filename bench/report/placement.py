@@ -8,10 +8,14 @@ def placement_lines(document: dict) -> list[str]:
     executor = document.get("executor") or {}
     if executor.get("kind") != "ray":
         return []
-    lines = [f"Ray cluster at {executor['address']} (asked for: {executor['asked']}), {executor['nodes']} nodes."]
+    nodes = executor["nodes"]
+    lines = [
+        f"Ray cluster at {executor['address']} (asked for: {executor['asked']}), {nodes} node{'s' * (nodes != 1)}."
+    ]
     built: dict[str, list[str]] = {}
     for name, artifact in document["artifacts"].items():
         built.setdefault(artifact["facts"].get("built_on") or "not recorded", []).append(name)
+    # a cached artifact names where it was built first, in this run or an earlier one
     lines += [f"Built on {where}: {', '.join(names)}." for where, names in built.items()]
     measured: dict[str, list[str]] = {}
     for row in document["rows"]:
