@@ -15,7 +15,8 @@ from bench.results import SCHEMA_VERSION
 from edgeopt.core.errors import DataError
 
 # 4 to 6 only add fields (GPU device latency, unbuilt variants, steadiness, targets); 7 adds each
-# row's device, which older runs read as "local", and reshapes recommendations (compare reads none)
+# row's device (older runs read as "local") and where it ran, and reshapes recommendations
+# (compare reads none)
 READABLE = (3, 4, 5, 6, SCHEMA_VERSION)
 
 Key = tuple[str, str, str, int, int]  # device, variant, runtime, batch, threads

@@ -22,7 +22,8 @@ from edgeopt.core.errors import output_error
 # 6: machine.arch/target/target_reason, artifacts' target (the machine an INT8 artifact was built for);
 # 7: rows' and skipped entries' device, devices (each one's fingerprint, target, status and faults);
 #    recommendations per target (device, runtime, threads) and scenario: the pick, the runner-up and
-#    the source model's plain export on that target as the baseline, each with accuracy, size, memory
+#    the source model's plain export on that target as the baseline, each with accuracy, size, memory;
+#    executor (local, or the Ray cluster), rows' measured_on, artifacts' facts.built_on
 SCHEMA_VERSION = 7
 
 
@@ -47,6 +48,7 @@ class Row:
     harness_overhead: float | None  # harness median over a bare loop's, where measured
     device_latency: LatencyStats | None = None  # GPU sessions: the enqueue alone, between CUDA events
     device: str = "local"  # the machine that measured it: this one, or a device over SSH
+    measured_on: str | None = None  # the host (and Ray node) that ran the measurement
 
 
 def speedups(rows: list[Row], baseline_variant: str) -> list[float | None]:
@@ -66,6 +68,7 @@ def results_document(
     recipe_path: str,
     machine: dict,
     artifacts: dict,
+    executor: dict | None = None,
     rows: list[Row],
     skipped: list[dict],
     scenarios: list[dict],
@@ -92,6 +95,7 @@ def results_document(
         "devices": devices
         if devices is not None
         else [{"name": "local", "kind": "local", "fingerprint": machine, "status": "ok", "faults": []}],
+        "executor": executor or {"kind": "local"},
         "artifacts": artifact_records,
         "rows": row_dicts,
         "skipped": skipped,

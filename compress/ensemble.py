@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress.combine import Combine, Mode
-from compress.train import Training, fit, input_names, outputs, parameter_count, require_labels, top1
+from compress.train import Training, fit, input_names, one_thread, outputs, parameter_count, require_labels, top1
 from edgeopt.core.artifact import Artifact, TorchSource
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import RecipeError
@@ -76,7 +76,8 @@ def ensemble(artifact: Artifact, options: EnsembleOptions, context: StageContext
     weights = options.weights or (member_top1 if options.combine is Combine.WEIGHTED else [1.0] * len(modules))
     combined = Ensemble(modules, options.mode, options.combine, weights, options.threshold, classes)
     if options.mode is Mode.STACKING:
-        _fit_meta(combined, validation, names, options.meta_epochs)
+        with one_thread():  # like the members' training: the meta-model's weights follow the seed alone
+            _fit_meta(combined, validation, names, options.meta_epochs)
     ensemble_top1 = top1(combined, validation, names)
     kwargs = {
         "members": [dataclasses.asdict(source) for source in sources],

@@ -4,7 +4,8 @@ split, optional L1/L2 penalties, a pluggable loss, on one thread so a seed repea
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,12 +103,20 @@ def fit(
     `loss(outputs, labels, index into the train split)` defaults to cross-entropy;
     `after_step` runs after every optimizer step (pruning masks re-apply themselves there).
     """
+    with one_thread():
+        return _fit(module, train, validation, names, training, loss or _cross_entropy, after_step)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: the same weights for a seed on any machine, and in a Ray task
+    (parallel reductions round differently with the thread count)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(module, train, validation, names, training, loss or _cross_entropy, after_step)
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -70,6 +70,8 @@ def _run_parser(verbs) -> None:
     run.add_argument("--output", type=Path, help="run directory (default: the recipe's output, or runs/<name>)")
     _option(run, "--target", Recipe, "target", help="the machine the models will run on (default: the recipe's)")
     run.set_defaults(target=None)
+    ray_help = "build and measure as Ray tasks on this cluster: auto, local (start one for the run) or HOST:PORT"
+    run.add_argument("--ray", metavar="ADDRESS", help=f"{ray_help} (default: the recipe's executor, else here)")
     _device_options(run, "measure there (repeat for several; local is this machine, the default)")
 
 

@@ -76,9 +76,14 @@ def _require_onnxruntime() -> None:
 def _run(args) -> int:
     from edgeopt import console
     from edgeopt.pipeline import run
-    from edgeopt.recipe import load_recipe
+    from edgeopt.recipe import check_ray_address, load_recipe
 
     started = time.perf_counter()
+    if args.ray is not None:
+        try:
+            check_ray_address(args.ray)
+        except ValueError as err:
+            raise RecipeError(f"--ray {args.ray!r}: {err}") from None
     loaded = load_recipe(args.recipe)
     output = args.output or (
         loaded.resolve(loaded.recipe.output) if loaded.recipe.output else Path("runs") / loaded.recipe.name
@@ -88,7 +93,8 @@ def _run(args) -> int:
         from edgeopt.devices import defined_devices, select
 
         devices = select(args.devices or ["local"], defined_devices(loaded, args.devices_file))
-    result = run(loaded, output, verbose=args.verbose, target=args.target and Target(args.target), devices=devices)
+    target = args.target and Target(args.target)
+    result = run(loaded, output, verbose=args.verbose, target=target, devices=devices, ray=args.ray)
     console.run_rows(result.document["rows"])
     failed = [d for d in result.document["devices"] if d["status"] not in ("ok", "retried")]
     for device in failed:
@@ -99,8 +105,25 @@ def _run(args) -> int:
     if len(failed) == len(result.document["devices"]):  # recorded, and still no device measured anything
         raise DeviceUnusable("; ".join(d["faults"][-1] for d in failed))
     print(f"results: {output / 'results.json'}")
+    if result.failed:
+        return _failed_variants(result.failed, time.perf_counter() - started)
     log.info("PASSED in %.1f s", time.perf_counter() - started)
     return EXIT_OK
+
+
+def _failed_variants(failed: dict, seconds: float) -> int:
+    """A Ray run went on past failed builds: it ends failed, in one line naming each
+    (a bug's remote traceback first), after the report of the rest is written."""
+    for failure in failed.values():
+        if failure.traceback:
+            print(failure.traceback, file=sys.stderr)
+    log.error("FAILED in %.1f s", seconds)
+    listed = "; ".join(f"variants.{name}: {failure.line}" for name, failure in failed.items())
+    print(
+        f"edgeopt: error: {len(failed)} variant(s) failed to build (the report covers the rest): {listed}",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT if all(failure.input for failure in failed.values()) else EXIT_BUG
 
 
 def _export(args) -> int:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from rich.console import Console
 
 QUIET, NORMAL, VERBOSE = -1, 0, 1
-_NOISY_LIBRARIES = ("torch", "onnxscript", "onnx_ir", "onnxruntime")
+_NOISY_LIBRARIES = ("torch", "onnxscript", "onnx_ir", "onnxruntime", "ray")
 _stderr = Console(stderr=True)
 
 

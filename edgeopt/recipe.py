@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from edgeopt.core.errors import RecipeError
 from edgeopt.core.targets import Target
@@ -169,6 +169,22 @@ class BenchSettings(_Strict):
     )
 
 
+RAY_ADDRESS = re.compile(r"^(auto|local|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+RAY_ADDRESS_HELP = "auto (the running cluster RAY_ADDRESS or this machine names), local (start one here for the run), or HOST:PORT of its head"
+
+
+def check_ray_address(address: str) -> str:
+    if not RAY_ADDRESS.match(address):
+        raise ValueError(f"a Ray address is {RAY_ADDRESS_HELP}")
+    return address
+
+
+class Executor(_Strict):
+    ray: Annotated[str, AfterValidator(check_ray_address)] = Field(
+        description=f"run stage builds and device sessions as Ray tasks on this cluster: {RAY_ADDRESS_HELP}"
+    )
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run directory")
     model: ModelSource
@@ -194,6 +210,9 @@ class Recipe(_Strict):
         {}, description="machines reached over SSH that can measure the artifacts (edgeopt run --device NAME)"
     )
     output: Path | None = Field(None, description="run directory (default: runs/<name> in the current folder)")
+    executor: Executor | None = Field(
+        None, description="where builds and measurements run: here (the default), or a Ray cluster ({ray: ADDRESS})"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -62,8 +62,9 @@ def _stale_engine(artifact) -> str | None:
 
 
 STAGES: dict[str, Stage] = {
+    # 4: traced from canonical copies of the probe (a size-1 dim's stride changed some graphs' names)
     "export_onnx": Stage(
-        export_onnx, ExportOnnxOptions, 3, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
+        export_onnx, ExportOnnxOptions, 4, Format.TORCH, Format.ONNX, "PyTorch → ONNX, verified against PyTorch"
     ),
     "simplify": Stage(
         simplify, SimplifyOptions, 3, Format.ONNX, Format.ONNX, "fold constants, drop dead nodes, fuse; verified"
@@ -179,10 +180,11 @@ STAGES: dict[str, Stage] = {
         Format.ONNX,
         "store few-valued weights as codebook + uint8 indices; verified",
     ),
+    # 3: stacking's meta-model fitted on one thread (its weights no longer follow the core count)
     "ensemble": Stage(
         ensemble,
         EnsembleOptions,
-        2,
+        3,
         Format.TORCH,
         Format.TORCH,
         "train members, combine them (parallel, cascade, stacking)",

@@ -65,7 +65,9 @@ def export_onnx(artifact: Artifact, options: ExportOnnxOptions, context: StageCo
     options = options.model_copy(update={"exporter": _exporter_for(artifact, options.exporter)})
     module = load_module(artifact)
     specs = artifact.io.inputs
-    example = tuple(torch.from_numpy(np.ascontiguousarray(context.probe[s.name])) for s in specs)
+    # fresh C-order copies: the trace follows a size-1 dim's stride, which numpy leaves as the
+    # source array had it (a dataset's view) or normalises (the same probe pickled to a Ray task)
+    example = tuple(torch.from_numpy(np.array(context.probe[s.name], order="C")) for s in specs)
     path = context.out_dir / "model.onnx"
     parameter_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     try:

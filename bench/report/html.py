@@ -21,6 +21,7 @@ from bench.report.geometry import colours
 from bench.report.markdown import skipped_lines, trust_sentences, verification_cell
 from bench.report.notes import int8_notes
 from bench.report.pareto import pareto_figure
+from bench.report.placement import placement_lines
 from bench.report.summary import EXPLANATION, Cell, excluded_text, ms_text, recommendations, size_text
 from bench.report.tables import measurements_table, summary_table, table
 from bench.report.throughput import throughput_figure
@@ -94,6 +95,7 @@ def render_html(document: dict) -> str:
         _notes(document),
         _artifacts(document["artifacts"]),
         _skipped(document["skipped"]),
+        _placement(document),
         _machine(document["machine"]),
     ]
     body = "\n".join(section for section in sections if section)
@@ -255,6 +257,14 @@ def _skipped(skipped: list[dict]) -> str:
         return ""
     items = "".join(f"<li>{escape(line)}</li>" for line in skipped_lines(skipped))
     return f'<section id="skipped">\n<h2>Not built or not measured</h2>\n<ul class="notes">{items}</ul>\n</section>'
+
+
+def _placement(document: dict) -> str:
+    lines = placement_lines(document)
+    if not lines:
+        return ""
+    items = "\n".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f"<h2>Where it ran</h2>\n<ul>\n{items}\n</ul>"
 
 
 def _machine(machine: dict) -> str:

@@ -6,6 +6,7 @@ from bench.report.accuracy_columns import accuracy_cells, accuracy_columns
 from bench.report.compression import compression_section
 from bench.report.devices import device_facts, device_groups, per_device
 from bench.report.notes import int8_notes
+from bench.report.placement import placement_lines
 from bench.report.summary import (
     COLUMNS,
     EXPLANATION,
@@ -54,6 +55,10 @@ def render(document: dict) -> str:
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in notes]
+    placement = placement_lines(document)
+    if placement:
+        lines += ["", "## Where it ran", ""]
+        lines += [f"- {line}" for line in placement]
     if document["skipped"]:
         lines += ["", "## Not built or not measured", ""]
         lines += [f"- {line}" for line in skipped_lines(document["skipped"])]

@@ -35,6 +35,10 @@ class BenchmarkError(EdgeoptError):
     """A measurement could not be taken."""
 
 
+class ClusterError(EdgeoptError):
+    """The Ray cluster cannot be reached, lacks what the run needs, or lost a job."""
+
+
 class OutputError(EdgeoptError):
     """The output folder cannot be written: read-only, full, or not a folder."""
 

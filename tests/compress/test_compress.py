@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -152,6 +154,38 @@ def test_ensemble_stacking_fits_a_meta_model_that_exports(resnet, make_context):
 
     assert load_module(stacked).stacker.in_features == 20
     _exported(stacked, make_context)
+
+
+def test_ensemble_stacking_weights_do_not_follow_the_thread_count(resnet, make_context):
+    """A Ray task runs torch on one thread, this machine on all of its: the same artifact."""
+    members = [Member(kwargs={"width": 4}, seed=seed) for seed in (0, 1)]
+    options = EnsembleOptions(mode="stacking", members=members, training=QUICK, meta_epochs=20)
+    weights = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 4):
+            torch.set_num_threads(count)
+            weights.append(load_module(ensemble(resnet, options, make_context())).stacker.weight.detach())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_export_does_not_follow_the_probes_memory_layout(resnet, make_context):
+    """A size-1 dim's stride means nothing to numpy but did to the export (a stacked ensemble
+    traced one node more from a probe whose channel stride was not the canonical one); a Ray
+    task gets the probe pickled, canonical, while this process has the dataset's view."""
+    members = [Member(kwargs={"width": 4}, seed=seed) for seed in (0, 1)]
+    options = EnsembleOptions(mode="stacking", members=members, training=QUICK, meta_epochs=5)
+    stacked = ensemble(resnet, options, make_context())
+    exported = []
+    for canonical in (False, True):
+        context = make_context()
+        probe = {k: np.array(v) if canonical else v for k, v in context.probe.items()}
+        assert canonical or context.probe["image"].strides != np.array(context.probe["image"]).strides
+        context = dataclasses.replace(context, probe=probe)
+        exported.append(export_onnx(stacked, ExportOnnxOptions(), context).path.read_bytes())
+    assert exported[0] == exported[1]
 
 
 def test_ensemble_options_reject_a_cascade_of_three():

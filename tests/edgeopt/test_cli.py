@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import socket
 
 import pytest
 
@@ -29,6 +30,10 @@ def test_cli_run_writes_report_and_second_run_rebuilds_nothing(mlp_recipe, tmp_p
     assert "The pick per target (device · runtime · threads)" in first.out  # the report's first screen
     results = json.loads((out / "results.json").read_text())
     assert results["schema_version"] == SCHEMA_VERSION
+    here = socket.gethostname()
+    assert results["executor"] == {"kind": "local"}
+    assert {r["measured_on"] for r in results["rows"]} == {here}
+    assert {a["facts"]["built_on"] for a in results["artifacts"].values()} == {here}
     assert results["summary"]["machine_steadiness"]["slices"] >= 2 and "the machine itself: " in first.out
     rows = {(r["variant"], r["runtime"], r["batch"]) for r in results["rows"]}
     assert rows == {(v, rt, b) for v, rt in (("model", "torch-cpu"), ("onnx", "ort-cpu")) for b in (1, 4)}
@@ -181,6 +186,7 @@ def test_cli_run_fails_the_stage_past_tolerance(mlp_recipe, tmp_path, capsys):
         (["export", "factories:tiny_mlp", "-o", ".", "--input", "image:batch,1,8,8:float32"], "is a folder"),
         (["bench", "digits.npz"], "not an .onnx file, an .engine file or an artifact directory"),
         (["bench", "digits.npz", "--runtime", "tflite"], "runtime 'tflite' is not one of"),
+        (["run", "recipe.yaml", "--ray", "head"], "--ray 'head': a Ray address is auto"),
     ],
 )
 def test_cli_usage_errors_get_one_line_and_exit_2(argv, expected, factory_dir, capsys, monkeypatch):

@@ -48,6 +48,8 @@ def test_recipe_every_shipped_recipe_loads(path):
         ({"inputs": [{"name": "x", "shape": [1], "dtype": "float"}]}, "inputs.0.dtype"),
         ({"name": "../escape"}, "name: String should match pattern"),
         ({"model": {"onnx": "missing.onnx"}, "data": {"npz": "d.npz"}}, "model.onnx: file not found"),
+        ({"executor": {"ray": "ray://head:10001"}}, "executor.ray: a Ray address is auto"),
+        ({"executor": {"dask": "auto"}}, "executor.dask: unknown key (expected one of ray)"),
     ],
 )
 def test_recipe_invalid_gives_one_line_naming_the_key(tmp_path, change, expected):

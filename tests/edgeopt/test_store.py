@@ -85,3 +85,41 @@ def test_stage_key_changes_with_each_ingredient():
         stage_key("p", "export_onnx", 1, {"opset": 18}, "d"),
     ]
     assert base not in others and len(set(others)) == len(others)
+
+
+def test_store_build_of_a_key_built_meanwhile_keeps_the_first(tmp_path):
+    """Two attempts at one key (a Ray task retried while its first attempt still runs):
+    the second finds the first published and returns it; nothing is replaced."""
+    store = Store(tmp_path)
+
+    def meanwhile(out_dir):
+        first = Store(tmp_path, sweep=False, built_on="elsewhere").build(KEY, _make(b"first"))
+        assert first.facts["built_on"] == "elsewhere"
+        return _make(b"second")(out_dir)
+
+    kept = store.build(KEY, meanwhile)
+    assert kept.path.read_bytes() == b"first" and kept.facts["built_on"] == "elsewhere"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY[:12]]
+
+
+def test_store_records_where_it_built(tmp_path):
+    import socket
+
+    assert Store(tmp_path).build(KEY, _make()).facts["built_on"] == socket.gethostname()
+
+
+def test_store_judges_only_its_own_hosts_temporary_directories(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = dead.stdout.strip()
+    import socket
+
+    mine = tmp_path / f".tmp-{KEY[:12]}-{pid}-{socket.gethostname()}"
+    theirs = tmp_path / f".tmp-{KEY[:12]}-{pid}-another-host.example"
+    old = tmp_path / f".tmp-{'cd' * 6}-{pid}-another-host.example"
+    for folder in (mine, theirs, old):
+        folder.mkdir()
+    os.utime(old, (0, 0))  # untouched for decades: debris wherever it came from
+    Store(tmp_path, sweep=False)
+    assert mine.exists()
+    Store(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]
