@@ -23,8 +23,8 @@ from bench.report.notes import int8_notes
 from bench.report.pareto import pareto_figure
 from bench.report.summary import EXPLANATION, Cell, excluded_text, ms_text, recommendations, size_text
 from bench.report.tables import measurements_table, summary_table, table
-from edgeopt.core.onnx_model import describe_upgrade
 from bench.report.throughput import throughput_figure
+from edgeopt.core.onnx_model import describe_upgrade
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
