@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import re
 from enum import StrEnum
 
 import numpy as np
@@ -28,6 +29,8 @@ from edgeopt.core.numeric import Tolerance
 from runtimes.openvino import port_name
 
 log = logging.getLogger(__name__)
+
+AUTOMATIC_NAME = re.compile(r"([A-Za-z]+)_\d+")
 
 
 class NncfModelType(StrEnum):
@@ -67,9 +70,11 @@ def quantize_nncf(artifact: Artifact, options: QuantizeNncfOptions, context: Sta
         raise DataError("quantize_nncf needs calibration samples (a dataset with real inputs)")
     if artifact.precision is not Precision.FP32:
         raise ExportError(f"{artifact.path}: quantize_nncf takes an fp32 model, this one is {artifact.precision}")
-    import nncf
-    import openvino as ov
-
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as err:
+        raise ExportError(f"quantize_nncf needs NNCF and OpenVINO ({err}): pip install 'edgeopt[openvino]'") from err
     items = calibration_items(context.calibration, artifact.io, options.samples, options.seed)
     try:
         # OpenVINO's documented route reads the model with convert_model, which also runs its
@@ -87,6 +92,7 @@ def quantize_nncf(artifact: Artifact, options: QuantizeNncfOptions, context: Sta
             )
     except Exception as err:  # openvino's RuntimeError, nncf's own errors
         raise ExportError(f"{artifact.path}: quantize_nncf failed: {first_line(err)}") from err
+    number_layers(quantized)
     path = context.out_dir / "model.xml"
     # compress_to_fp16=False: the float constants left (biases, normalization) stay FP32, as in
     # the source; save_model's default stores them as FP16
@@ -125,6 +131,16 @@ def calibration_items(split: Split, model_io: IO, samples: int, seed: int) -> li
         }
         for i in range(count)
     ]
+
+
+def number_layers(model) -> None:
+    """Name the layers OpenVINO named itself (`Constant_31164`: a counter of every node this
+    process has made) by their place in the graph, so the same model and samples give the
+    same bytes whatever ran before in the process (a resumed run, a second NNCF variant)."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        named = AUTOMATIC_NAME.fullmatch(op.get_friendly_name())
+        if named:
+            op.set_friendly_name(f"{named[1]}_{index}")
 
 
 def same_io(model, source: Artifact) -> IO:

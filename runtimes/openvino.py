@@ -47,6 +47,15 @@ def probe(device: str) -> Availability:
     return Availability(True, f"openvino {version(ov)} on {name}")
 
 
+def capabilities(device: str = "cpu") -> list[str] | None:
+    """What the device's plugin lists as its OPTIMIZATION_CAPABILITIES (FP32, INT8, BF16, ...),
+    or None where it cannot be asked."""
+    core = _core(device)
+    if isinstance(core, Availability):
+        return None
+    return [str(item) for item in core.get_property(DEVICES[device], "OPTIMIZATION_CAPABILITIES")]
+
+
 def version(ov) -> str:
     return ov.__version__.split("-")[0]
 

@@ -24,10 +24,7 @@ def probe(device: str) -> Availability:
     base = openvino.probe(device)
     if not base.ok:
         return base
-    import openvino as ov
-
-    capabilities = list(ov.Core().get_property(openvino.DEVICES[device], "OPTIMIZATION_CAPABILITIES"))
-    return bf16_availability(capabilities, cpu_model_and_flags()[1], base.reason)
+    return bf16_availability(openvino.capabilities(device) or [], cpu_model_and_flags()[1], base.reason)
 
 
 def bf16_availability(capabilities: list[str], flags: list[str], base: str) -> Availability:
