@@ -13,7 +13,8 @@ import sys
 import pytest
 
 # variables that move a library's caches out of HOME (unset, every default lands there),
-# and the telemetry switch the suite's conftest sets (edgeopt must set it itself)
+# the telemetry switch the suite's conftest sets, and those under which OpenVINO's and
+# NNCF's telemetry stays off by itself, as in CI (edgeopt must turn them off anywhere)
 _UNSET = (
     "MPLCONFIGDIR",
     "TORCH_HOME",
@@ -21,6 +22,11 @@ _UNSET = (
     "TRITON_CACHE_DIR",
     "TORCHINDUCTOR_CACHE_DIR",
     "ORT_DISABLE_TELEMETRY",
+    "CI",
+    "TF_BUILD",
+    "JENKINS_URL",
+    "NNCF_CI",
+    "NNCF_DEV",
 )
 
 
