@@ -92,7 +92,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        8,
+        9,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
