@@ -80,7 +80,7 @@ def quantize_nncf(artifact: Artifact, options: QuantizeNncfOptions, context: Sta
         # OpenVINO's documented route reads the model with convert_model, which also runs its
         # offline transformations (fused attention, GELU) before NNCF places its quantizers
         model = ov.convert_model(str(artifact.path))
-        with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
+        with quiet_nncf(context.verbose):
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(items),
@@ -110,6 +110,22 @@ def quantize_nncf(artifact: Artifact, options: QuantizeNncfOptions, context: Sta
     )
     verification = verify_against(artifact, result, context.probe, options.tolerance, context.verbose)
     return dataclasses.replace(result, verification=verification)
+
+
+@contextlib.contextmanager
+def quiet_nncf(verbose: bool):
+    """stdout carries results: NNCF draws progress bars there, and its logger has a handler
+    of its own on stdout; its records go to edgeopt's log (stderr) instead, INFO only with -v."""
+    logger = logging.getLogger("nncf")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers, logger.propagate = [], True
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
 
 
 def calibration_items(split: Split, model_io: IO, samples: int, seed: int) -> list[dict[str, np.ndarray]]:

@@ -95,3 +95,21 @@ def test_quantize_nncf_is_a_calibrated_stage_that_needs_openvino():
     stage = STAGES["quantize_nncf"]
     assert stage.accepts is Format.ONNX and stage.produces is Format.OPENVINO
     assert stage.calibrated and stage.requires == "ov-cpu"
+
+
+def test_nncfs_log_goes_to_ours_not_to_stdout(capfd, caplog):
+    import logging
+
+    import nncf  # noqa: F401  (installs its stdout handler)
+
+    from exporter.quantize_nncf import quiet_nncf
+
+    logger = logging.getLogger("nncf")
+    handlers = logger.handlers[:]
+    with caplog.at_level(logging.INFO), quiet_nncf(verbose=False):
+        logger.info("Statistics collection")
+        logger.warning("a node left in float")
+        print("a progress bar")
+    assert capfd.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records if r.name == "nncf"] == ["a node left in float"]
+    assert logger.handlers == handlers  # NNCF's own again afterwards
