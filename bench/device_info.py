@@ -41,8 +41,9 @@ def info(root):
     result["fingerprint"] = fingerprint()
     result["runtimes"] = {}
     for runtime_id, runtime in RUNTIMES.items():
-        if runtime.format in HOST_ONLY:  # not probed: importing torch alone takes seconds on a small board
-            result["runtimes"][runtime_id] = {"ok": False, "reason": HOST_ONLY[runtime.format]}
+        host_only = [HOST_ONLY[f] for f in runtime.formats if f in HOST_ONLY]
+        if len(host_only) == len(runtime.formats):  # not probed: importing torch alone takes seconds on a small board
+            result["runtimes"][runtime_id] = {"ok": False, "reason": host_only[0]}
             continue
         try:
             availability = probe(runtime_id)

@@ -4,8 +4,10 @@ A target is where an artifact would run: a device (`local`, or a measuring machi
 a runtime on it and a thread count. Two scenarios, as MLPerf Inference frames them:
 single-stream (one request at a time: the p90 latency at batch 1) and offline (the best
 throughput over the batch sweep). A row is a candidate when every rule in `RULES` lets it
-through; today the one rule is the accuracy budget (top-1 against labels where there are
-labels, else agreement with the source model, else retrieval overlap, else cosine). Each
+through: the accuracy budget (top-1 against labels where there are labels, else agreement
+with the source model, else retrieval overlap, else cosine), and that an INT8 artifact is
+faster than its float parent where it runs (INT8 pays in accuracy; where its kernels are no
+faster, as OpenVINO's INT8 on a CPU without VNNI, the float parent is the better ship). Each
 pick is compared with what the user started from: the source model's plain export on the
 same target (`baseline`).
 """
@@ -92,7 +94,42 @@ def within_budget(row: dict, context: Context) -> str | None:
     return None if context.reference - value <= context.max_drop + 1e-12 else "over the accuracy budget"
 
 
-RULES: tuple[Rule, ...] = (within_budget,)
+# how much faster than its float parent an INT8 artifact must be, at the same batch on the
+# same target, to be recommended there: more than the run-to-run noise (twins agree within
+# 3%), so that a tie never ships the less accurate artifact
+MIN_INT8_SPEEDUP = 1.05
+FLOAT = ("fp32", "fp16")
+
+
+def faster_than_float_parent(row: dict, context: Context) -> str | None:
+    """INT8 rows against their nearest float ancestor measured on the same target (p50 at
+    the same batch); where none was measured there, the rule cannot judge and lets it through."""
+    record = context.artifacts.get(row["variant"], {})
+    if not str(record.get("precision", row["precision"])).startswith("int8"):
+        return None
+    parent = float_ancestor(row["variant"], context.artifacts, {r["variant"] for r in context.on_target})
+    same = [r for r in context.on_target if r["variant"] == parent and r["batch"] == row["batch"]]
+    if not same or same[0]["latency"]["p50_ms"] >= MIN_INT8_SPEEDUP * row["latency"]["p50_ms"]:
+        return None
+    # the same words on every target, so the summary names the rule once; each pick's record
+    # says where, and the report's notes give the ratios
+    return f"INT8 less than {MIN_INT8_SPEEDUP - 1:.0%} faster than its float parent"
+
+
+def float_ancestor(name: str, artifacts: dict, measured: set[str]) -> str | None:
+    """The nearest ancestor of `name` in FP32 or FP16 among `measured`."""
+    by_sha = {record["sha256"]: other for other, record in artifacts.items() if record.get("sha256")}
+    seen = {name}
+    parent = by_sha.get(artifacts.get(name, {}).get("parent"))
+    while parent is not None and parent not in seen:
+        if artifacts[parent].get("precision") in FLOAT and parent in measured:
+            return parent
+        seen.add(parent)
+        parent = by_sha.get(artifacts[parent].get("parent"))
+    return None
+
+
+RULES: tuple[Rule, ...] = (within_budget, faster_than_float_parent)
 
 
 @dataclass(frozen=True)
@@ -152,7 +189,10 @@ def _pick(target: Target, scenario: Scenario, pool: list[dict], verdicts: dict, 
     runner = next((r for r in ranked if r["variant"] != chosen["variant"]), None) if chosen else None
     baseline = scenario.ranked([r for r in pool if r["variant"] == baseline_name])
     base = baseline[0] if baseline else None
-    excluded = {r["variant"]: verdicts[id(r)] for r in pool if verdicts[id(r)] is not None}
+    # a variant is left out where none of its rows in the pool may be picked (an INT8 artifact
+    # slower at batch 1 may still be the offline pick at batch 8)
+    allowed = {r["variant"] for r in pool if verdicts[id(r)] is None}
+    excluded = {r["variant"]: verdicts[id(r)] for r in pool if r["variant"] not in allowed}
     device, runtime, threads = target
     pick = {
         "device": device,

@@ -1,5 +1,6 @@
 """Verification of an artifact against its reference: both run on the probe samples (models
-on the CPU, engines on TensorRT) and every output compared within tolerance."""
+on the CPU, OpenVINO IR on OpenVINO, engines on TensorRT) and every output compared within
+tolerance."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def verify_against(
     """
     from runtimes import load
 
-    runtimes = {Format.TORCH: "torch-cpu", Format.ONNX: "ort-cpu", Format.TRT_ENGINE: "trt"}
+    runtimes = {Format.TORCH: "torch-cpu", Format.ONNX: "ort-cpu", Format.TRT_ENGINE: "trt", Format.OPENVINO: "ov-cpu"}
     outputs = []
     for artifact, simulated in ((reference, simulate_reference), (candidate, simulate)):
         options = simulated_options(artifact.path) if simulated else SessionOptions()

@@ -344,7 +344,7 @@ def bench_command(
     settings = LatencySettings(min_duration_s=min_duration_s)
     rows = []
     for path, artifact in artifacts:
-        runtimes = [r for r in runtime_ids if RUNTIMES[r].format == artifact.format]
+        runtimes = [r for r in runtime_ids if RUNTIMES[r].runs(artifact.format)]
         if not runtimes:
             raise RuntimeUnavailable(f"{path}: none of {', '.join(runtime_ids)} runs a {artifact.format} artifact")
         for runtime_id in runtimes:

@@ -111,7 +111,7 @@ def _accuracy(loaded, artifacts, dataset: Dataset, outcome: RemoteOutcome, setti
         usable = [
             r
             for r in loaded.recipe.runtimes
-            if artifact is not None and RUNTIMES[r].format == artifact.format and r not in artifact.not_for
+            if artifact is not None and RUNTIMES[r].runs(artifact.format) and r not in artifact.not_for
         ]
         runtime_id = next((r for r in usable if probe(r).ok), None)
         if runtime_id is not None:

@@ -19,6 +19,7 @@ def report() -> list[str]:
         f"gpu       {', '.join(machine['gpus']) or 'none (nvidia-smi not found or no device)'}",
         *_cuda_lines(machine),
         f"onnxrt    {_onnxruntime()}",
+        f"openvino  {_openvino(machine['libraries'])}",
         "libraries " + ", ".join(f"{name} {version}" for name, version in machine["libraries"].items() if version),
         "",
         "runtimes",
@@ -63,6 +64,22 @@ def _onnxruntime() -> str:
     cuda_version = getattr(build_and_package_info, "cuda_version", None)
     build = f"GPU build for CUDA {cuda_version}" if cuda_version else "CPU build; edgeopt[gpu] for the GPU one"
     return f"{owners[0]} {onnxruntime.__version__} ({build})"
+
+
+def _openvino(libraries: dict) -> str:
+    """OpenVINO (the ov-cpu runtimes) with what its CPU plugin computes in, and NNCF (quantize_nncf)."""
+    if not libraries.get("openvino"):
+        return "not installed (pip install 'edgeopt[openvino]' for ov-cpu, ov-cpu-bf16 and quantize_nncf)"
+    from runtimes.openvino import capabilities
+
+    listed = capabilities()
+    plugin = (
+        f"CPU plugin: {', '.join(listed)}"
+        if listed is not None
+        else "no CPU plugin (edgeopt doctor's runtimes say why)"
+    )
+    nncf = f"nncf {libraries['nncf']}" if libraries.get("nncf") else "no nncf (quantize_nncf needs it)"
+    return f"openvino {libraries['openvino']} ({plugin}); {nncf}"
 
 
 def _flavour(target: str) -> str:

@@ -82,7 +82,7 @@ def plan_pairs(
         if artifact is None:  # not built on this machine
             continue
         for runtime_id in loaded.recipe.runtimes:
-            if RUNTIMES[runtime_id].format != artifact.format:
+            if not RUNTIMES[runtime_id].runs(artifact.format):
                 continue
             if runtime_id in artifact.not_for:
                 skipped.append({"variant": name, "runtime": runtime_id, "reason": artifact.not_for[runtime_id]})
@@ -138,7 +138,7 @@ def make_row(job: Job, batch: int, measurement, artifact: Artifact, accuracy, se
     return Row(
         variant=job.variant,
         runtime=job.runtime,
-        precision="fp16" if RUNTIMES[job.runtime].half else str(artifact.precision),
+        precision=RUNTIMES[job.runtime].row_precision(artifact.precision),
         batch=batch,
         threads=job.threads,
         load_s=measurement.load_s,

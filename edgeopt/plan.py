@@ -110,7 +110,7 @@ def prepare(loaded: LoadedRecipe, name: str, parent: Artifact, data: RunData, ta
     variant = loaded.recipe.variants[name]
     stage = STAGES[variant.stage]
     if stage.requires is not None:
-        # engines are the last step of a chain (no stage takes one): nothing is orphaned
+        # engines and OpenVINO IR end a chain (no stage takes either): nothing is orphaned
         availability = probe(stage.requires)
         if not availability.ok:
             return f"not built: {stage.requires}: {availability.reason}"

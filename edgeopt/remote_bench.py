@@ -40,7 +40,7 @@ def bench_on_device(
     available = probed.info.runtimes or {}
     groups: dict[tuple, list[Job]] = {}
     for path, artifact in artifacts.items():
-        usable = [r for r in runtime_ids if RUNTIMES[r].format == artifact.format]
+        usable = [r for r in runtime_ids if RUNTIMES[r].runs(artifact.format)]
         if not usable:
             raise RuntimeUnavailable(
                 f"{path}: none of {', '.join(runtime_ids)} runs a {artifact.format} artifact there"

@@ -206,6 +206,7 @@ def load_model_file(
 def copy_onnx(source: Path, out_dir: Path) -> Artifact:
     """Check an ONNX file and save a copy (external data included) into the store."""
     from edgeopt.core.onnx_model import graph_io, load_checked, model_facts, save_onnx
+    from runtimes.openvino_ops import openvino_not_for
 
     model = load_checked(source)
     path = out_dir / "model.onnx"
@@ -218,6 +219,7 @@ def copy_onnx(source: Path, out_dir: Path) -> Artifact:
         options={"onnx": str(source)},
         parent=None,
         io=graph_io(model),
+        not_for=openvino_not_for(model.graph.node),
         facts=model_facts(model, path),
     )
 

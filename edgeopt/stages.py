@@ -29,6 +29,7 @@ from edgeopt.core.artifact import Format
 from exporter.engine import BuildTrtOptions, build_trt, with_batch_range
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
+from exporter.quantize_nncf import QuantizeNncfOptions, quantize_nncf
 from exporter.simplify import SimplifyOptions, simplify
 from exporter.smooth import SmoothActivationsOptions, smooth_activations
 from exporter.torch_export import ExportOnnxOptions, export_onnx
@@ -92,7 +93,7 @@ STAGES: dict[str, Stage] = {
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        8,
+        9,
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
@@ -101,11 +102,21 @@ STAGES: dict[str, Stage] = {
     "quantize_dynamic": Stage(
         quantize_dynamic,
         QuantizeDynamicOptions,
-        5,
+        6,  # 6: not for OpenVINO where it holds QAttention
         Format.ONNX,
         Format.ONNX,
         "INT8 weights, activations per call",
         calibrated=True,  # a budget is checked on the evaluation samples
+    ),
+    "quantize_nncf": Stage(
+        quantize_nncf,
+        QuantizeNncfOptions,
+        1,
+        Format.ONNX,
+        Format.OPENVINO,
+        "NNCF's post-training INT8 on OpenVINO (OpenVINO IR), calibrated",
+        calibrated=True,
+        requires="ov-cpu",
     ),
     "build_trt": Stage(
         build_trt,

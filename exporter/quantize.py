@@ -24,6 +24,7 @@ from edgeopt.core.onnx_model import load_onnx, save_onnx
 from edgeopt.core.targets import Target, host_target, resolve
 from exporter.transform import finish, keep_initializers_field, start
 from runtimes.base import SessionOptions
+from runtimes.openvino_ops import OPENVINO_RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
     }
     if target is Target.TENSORRT:
         not_for = {
-            "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully"
+            "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully",
+            **dict.fromkeys(OPENVINO_RUNTIMES, "built for TensorRT: measured as the engine TensorRT builds from it"),
         }
     else:
         not_for = {

@@ -27,6 +27,7 @@ from edgeopt.core.onnx_model import (
     modernize,
     save_onnx,
 )
+from runtimes.openvino_ops import openvino_not_for
 
 
 def keep_initializers_field():
@@ -69,7 +70,8 @@ def finish(
     full_check: strict shape inference too (types must agree everywhere).
     simulate: verify by the INT8's exact arithmetic (see bench.verify.verify_against).
     target: the machine the result was built for, where that shaped it.
-    not_for: runtime id → why the result is not measured there.
+    not_for: runtime id → why the result is not measured there (besides the OpenVINO
+    runtimes, for contrib operators OpenVINO cannot read).
     legacy: the modernized source (from `start`), whose upgrades the record names.
     keep_listed: list the weights the source listed as graph inputs as inputs again."""
     if legacy is not None:
@@ -94,7 +96,7 @@ def finish(
         io=graph_io(model),
         target=target,
         modules=source.modules,
-        not_for=not_for or {},
+        not_for={**(not_for or {}), **openvino_not_for(model.graph.node)},
         facts={**model_facts(model, path), **facts, "before": before},
     )
     verification = verify_against(source, result, context.probe, options.tolerance, context.verbose, simulate)

@@ -33,6 +33,8 @@ class SessionOptions:
     verbose: bool = False
     optimize: bool = True
     half: bool = False  # torch: run the module in FP16 (inputs cast in, outputs cast back to FP32)
+    # OpenVINO: compute float layers in BF16; a session the CPU cannot honour is refused
+    bf16: bool = False
     # ONNX Runtime on x86: integer ops with s8 weights run as u8×u8, which cannot saturate
     # (exact, slower); what another machine's INT8 kernels compute
     exact_int8: bool = False

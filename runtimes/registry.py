@@ -6,30 +6,52 @@ import dataclasses
 import importlib
 from dataclasses import dataclass
 
-from edgeopt.core.artifact import Artifact, Format
+from edgeopt.core.artifact import Artifact, Format, Precision
 from edgeopt.core.errors import RuntimeUnavailable
 from runtimes.base import Availability, Session, SessionOptions
 
 
 @dataclass(frozen=True)
 class RuntimeInfo:
+    """formats: the artifact formats it runs.
+    compute: the precision it runs float layers in where that is not the artifact's own
+    (torch in FP16 on the GPU, OpenVINO in BF16); its rows are recorded in it."""
+
     id: str
     module: str
     device: str
-    format: Format
-    half: bool = False  # torch in FP16: the GPU reference row beside FP32
+    formats: tuple[Format, ...]
+    compute: Precision | None = None
 
+    @property
+    def half(self) -> bool:
+        return self.compute is Precision.FP16
+
+    def runs(self, format: Format) -> bool:
+        return format in self.formats
+
+    def row_precision(self, precision: Precision | str) -> str:
+        """What an artifact of `precision` computes in here: float artifacts in `compute`,
+        INT8 ones in INT8."""
+        if self.compute is None or str(precision) not in (Precision.FP32, Precision.FP16):
+            return str(precision)
+        return str(self.compute)
+
+
+OPENVINO_FORMATS = (Format.ONNX, Format.OPENVINO)
 
 RUNTIMES: dict[str, RuntimeInfo] = {
     info.id: info
     for info in (
-        RuntimeInfo("ort-cpu", "runtimes.ort", "cpu", Format.ONNX),
-        RuntimeInfo("ort-cuda", "runtimes.ort", "cuda", Format.ONNX),
-        RuntimeInfo("ort-trt", "runtimes.ort", "trt", Format.ONNX),
-        RuntimeInfo("torch-cpu", "runtimes.torch_eager", "cpu", Format.TORCH),
-        RuntimeInfo("torch-cuda", "runtimes.torch_eager", "cuda", Format.TORCH),
-        RuntimeInfo("torch-cuda-fp16", "runtimes.torch_eager", "cuda", Format.TORCH, half=True),
-        RuntimeInfo("trt", "runtimes.tensorrt", "gpu", Format.TRT_ENGINE),
+        RuntimeInfo("ort-cpu", "runtimes.ort", "cpu", (Format.ONNX,)),
+        RuntimeInfo("ort-cuda", "runtimes.ort", "cuda", (Format.ONNX,)),
+        RuntimeInfo("ort-trt", "runtimes.ort", "trt", (Format.ONNX,)),
+        RuntimeInfo("ov-cpu", "runtimes.openvino", "cpu", OPENVINO_FORMATS),
+        RuntimeInfo("ov-cpu-bf16", "runtimes.openvino_bf16", "cpu", OPENVINO_FORMATS, Precision.BF16),
+        RuntimeInfo("torch-cpu", "runtimes.torch_eager", "cpu", (Format.TORCH,)),
+        RuntimeInfo("torch-cuda", "runtimes.torch_eager", "cuda", (Format.TORCH,)),
+        RuntimeInfo("torch-cuda-fp16", "runtimes.torch_eager", "cuda", (Format.TORCH,), Precision.FP16),
+        RuntimeInfo("trt", "runtimes.tensorrt", "gpu", (Format.TRT_ENGINE,)),
     )
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from edgeopt.core.artifact import TensorSpec
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.modules.setdefault("openvino_telemetry", None)  # as runtimes/__init__.py does: no ~/intel, no network
 
 FACTORIES = Path(__file__).parent / "factories.py"
 
@@ -195,4 +197,27 @@ def tokenizer_dir(tmp_path_factory):
     )
     folder = tmp_path_factory.mktemp("tokenizer")
     tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bert_dir(tmp_path_factory, tokenizer_dir):
+    """A 2-layer BERT (random weights, seed 0) with the tokenizer beside it."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
+    folder = tmp_path_factory.mktemp("bert")
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
+    shutil.copy(tokenizer_dir / "tokenizer.json", folder / "tokenizer.json")
     return folder

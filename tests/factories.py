@@ -26,8 +26,9 @@ def not_a_module():
     return "a string"
 
 
-def tiny_bert() -> nn.Module:
-    """A 2-layer BERT-style encoder from a transformers config (random weights, no download)."""
+def tiny_bert(attention: str = "sdpa") -> nn.Module:
+    """A 2-layer BERT-style encoder from a transformers config (random weights, no download).
+    attention: "eager" exports the pattern ONNX Runtime's transformer optimizer fuses into Attention."""
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
@@ -37,6 +38,7 @@ def tiny_bert() -> nn.Module:
         num_attention_heads=4,
         intermediate_size=128,
         max_position_embeddings=128,
+        attn_implementation=attention,
     )
 
     class Encoder(nn.Module):

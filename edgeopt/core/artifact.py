@@ -24,6 +24,7 @@ class Format(StrEnum):
     TORCH = "torch"
     ONNX = "onnx"
     TRT_ENGINE = "trt-engine"
+    OPENVINO = "openvino"  # OpenVINO IR: model.xml and its weights, model.bin, beside it
 
 
 class Precision(StrEnum):
@@ -31,6 +32,8 @@ class Precision(StrEnum):
     FP16 = "fp16"
     INT8_QDQ = "int8-qdq"
     INT8_DYNAMIC = "int8-dynamic"
+    # not an artifact's: a runtime's that computes float layers in BF16 (ov-cpu-bf16)
+    BF16 = "bf16"
 
 
 @dataclass(frozen=True)

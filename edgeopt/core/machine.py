@@ -23,6 +23,8 @@ LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
+    "nncf",
     "numpy",
     "tensorrt",
     "tensorrt-cu12",

@@ -6,6 +6,7 @@ import pytest
 
 from bench import recommend as recommend_module
 from bench.recommend import baseline_variant, recommend, target_of
+from bench.report.summary import excluded_text
 
 
 def artifact(stage: str, parent: str | None, size_bytes: int = 1000) -> dict:
@@ -134,3 +135,57 @@ def test_a_rule_added_to_rules_keeps_its_rows_out_with_its_reason(monkeypatch):
     rows = [row("model", "torch-cpu", 9.0, 0.97), row("onnx", "ort-cpu", 5.0, 0.97), row("int8", "ort-cpu", 2.0, 0.97)]
     ort = single_stream(recommend(rows, RECORDS, 0.01))[("local", "ort-cpu", 1)]
     assert ort["pick"]["variant"] == "onnx" and ort["excluded"] == [{"variant": "int8", "reason": "an INT8 rule"}]
+
+
+def with_precision(records: dict) -> dict:
+    """The records as results.json holds them: each with its precision."""
+    return {name: {**r, "precision": "int8-qdq" if "int8" in name else "fp32"} for name, r in records.items()}
+
+
+CHAIN = with_precision(
+    artifacts(
+        ("model", "load_model", None),
+        ("onnx", "export_onnx", "model"),
+        ("simplified", "simplify", "onnx"),
+        ("int8", "quantize_int8", "simplified"),
+        ("int8-nncf", "quantize_nncf", "onnx"),
+    )
+)
+
+
+def test_an_int8_artifact_no_faster_than_its_float_parent_is_not_recommended_where_it_runs():
+    """On ort-cpu INT8 is faster; on ov-cpu (OpenVINO's INT8 on a CPU without VNNI) it is
+    slower than its FP32 parent, so the float parent is the pick there, and the summary says why."""
+    rows = [
+        row("onnx", "ort-cpu", 5.0, 0.97),
+        row("int8", "ort-cpu", 2.0, 0.97),
+        row("onnx", "ov-cpu", 5.0, 0.97),
+        row("simplified", "ov-cpu", 5.0, 0.97),
+        row("int8", "ov-cpu", 5.5, 0.97),
+        row("int8-nncf", "ov-cpu", 4.9, 0.97),  # 2% faster than onnx: inside the noise
+    ]
+    picks = single_stream(recommend(rows, CHAIN, 0.01))
+    assert picks[("local", "ort-cpu", 1)]["pick"]["variant"] == "int8"
+    ov = picks[("local", "ov-cpu", 1)]
+    assert ov["pick"]["variant"] in ("onnx", "simplified")
+    reason = "INT8 less than 5% faster than its float parent"
+    assert ov["excluded"] == [{"variant": "int8", "reason": reason}, {"variant": "int8-nncf", "reason": reason}]
+    assert excluded_text(list(picks.values())) == f"Not considered: int8, int8-nncf ({reason})."
+
+
+def test_the_int8_rule_compares_the_nearest_float_ancestor_measured_there_at_the_same_batch():
+    rows = [
+        row("onnx", "ov-cpu", 5.0, 0.97),
+        row("int8", "ov-cpu", 4.0, 0.97),  # 1.25× the export, but its parent simplified is measured
+        row("simplified", "ov-cpu", 4.1, 0.97),
+        row("onnx", "ov-cpu", 40.0, 0.97, batch=8),
+        row("int8", "ov-cpu", 20.0, 0.97, batch=8),
+        row("simplified", "ov-cpu", 40.0, 0.97, batch=8),
+    ]
+    picks = recommend(rows, CHAIN, 0.01)
+    single = next(p for p in picks if p["scenario"] == "single-stream")
+    assert single["pick"]["variant"] == "simplified" and [e["variant"] for e in single["excluded"]] == ["int8"]
+    offline = next(p for p in picks if p["scenario"] == "offline")  # 2× at batch 8: the offline pick
+    assert offline["pick"]["variant"] == "int8" and offline["pick"]["batch"] == 8 and offline["excluded"] == []
+    alone = [row("int8", "ov-cpu", 9.0, 0.97), row("onnx", "ort-cpu", 5.0, 0.97)]
+    assert single_stream(recommend(alone, CHAIN, 0.01))[("local", "ov-cpu", 1)]["pick"]["variant"] == "int8"

@@ -255,6 +255,12 @@ def test_cli_doctor_says_what_runs_here_and_why_not(capsys):
     assert f"driver    {driver().reason}" in lines  # asked of the driver library itself
     assert f"cuda      {backend_summary()}" in lines  # the binding TensorRT sessions use
     assert "onnxrt    onnxruntime 1.32.0 (CPU build; edgeopt[gpu] for the GPU one)" in lines
+    openvino = next(line for line in lines if line.startswith("openvino  "))
+    assert openvino.startswith("openvino  openvino 2026.4.1 (CPU plugin: FP32, INT8") and openvino.endswith(
+        "nncf 3.4.0"
+    )
+    for runtime_id in ("ov-cpu", "ov-cpu-bf16"):
+        assert any(line.split()[:1] == [runtime_id] for line in lines)
 
 
 def test_cli_with_both_onnxruntime_builds_installed_says_so_in_one_line(monkeypatch, capsys, tmp_path):

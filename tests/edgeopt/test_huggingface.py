@@ -12,29 +12,6 @@ from edgeopt.core.errors import ModelLoadError
 from edgeopt.huggingface import check_directory, encoder
 
 
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory, tokenizer_dir):
-    """A 2-layer BERT (random weights, seed 0) with the tokenizer beside it."""
-    import shutil
-
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=1000,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=64,
-    )
-    folder = tmp_path_factory.mktemp("bert")
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
-    shutil.copy(tokenizer_dir / "tokenizer.json", folder / "tokenizer.json")
-    return folder
-
-
 def test_directory_without_safetensors_is_refused_in_one_line(bert_dir, tmp_path):
     (tmp_path / "config.json").write_text((bert_dir / "config.json").read_text())
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")

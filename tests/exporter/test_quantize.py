@@ -95,6 +95,7 @@ def test_quantize_int8_tensorrt_flavour_is_symmetric_int8_for_every_method(metho
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
     assert result.verification.passed and "INT8 simulated" in result.verification.reference
     assert result.facts["method"] == method and result.facts["flavour"]["symmetric_activations"]
+    assert set(result.not_for) == {"ort-cpu", "ov-cpu", "ov-cpu-bf16"}  # CPU figures say nothing of TensorRT
 
 
 def test_quantize_int8_entropy_and_percentile_find_other_ranges_than_minmax(digits_onnx, digits, tmp_path):
