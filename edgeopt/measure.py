@@ -114,7 +114,7 @@ def make_jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, ski
 
 
 def _time(jobs: list[Job], test: Split, settings: BenchSettings, server: ServerSettings | None) -> Benchmark:
-    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs), settings.rounds)
+    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs) * settings.processes, settings.rounds)
     with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **feed_arrays(test, settings))
