@@ -199,15 +199,24 @@ def collect(
     batch size, after the timing."""
     if rounds < 2:
         raise ValueError("rounds: 2 at least, to tell how far a measurement repeats")
-    workers: list[Worker] = []
+    if not 1 <= settings.processes <= rounds:
+        raise ValueError(f"processes: 1 to rounds ({rounds}), so that each one times a round")
+    spawned: list[Worker] = []
     probe: WorkerProcess | None = None
     try:
         for job in jobs:  # one at a time: the load time is a cold start, not a contended one
-            workers.append(Worker(job, feeds, settings, timeout_s))
+            for _ in range(settings.processes):
+                spawned.append(Worker(job, feeds, settings, timeout_s))
         probe = WorkerProcess("the steadiness probe", timeout_s)
-        samples, steady = _rounds(workers, probe, settings, rounds, on_done)
+        shares = {job: [w for w in spawned if w.job == job] for job in jobs}
+        samples, steady = _rounds(shares, probe, settings, rounds, on_done)
+        workers = [share[0] for share in shares.values()]  # the first process of each job does the rest
+        # at each job's smallest batch: its fastest call, where the harness's fixed cost per
+        # call weighs most (slower calls' ratios are 1 give or take the machine's noise)
         overheads = {
-            (w.job, b): w.ask("overhead", {"batch": b})["ratio"] for w in workers if overhead for b in w.job.batches
+            (w.job, min(w.job.batches)): w.ask("overhead", {"batch": min(w.job.batches)})["ratio"]
+            for w in workers
+            if overhead
         }
         served = {w.job: _serve(w, samples[(w.job, 1)], server) for w in workers if server and 1 in w.job.batches}
         predictions = {}
@@ -215,9 +224,11 @@ def collect(
             if worker.job in (predict or {}):
                 test, size = predict[worker.job]
                 predictions[worker.job] = worker.ask("predict", {"test": str(test), "batch_size": size})["outputs"]
-        processes = {w.job: {**w.loaded, **w.ask("finish", {})} for w in workers}
+        processes = {
+            job: _process([{**w.loaded, **w.ask("finish", {})} for w in share]) for job, share in shares.items()
+        }
     finally:
-        for process in [*workers, probe]:
+        for process in [*spawned, probe]:
             if process is not None:
                 process.close()
     return Collected(
@@ -225,24 +236,37 @@ def collect(
     )
 
 
-def _rounds(workers: list[Worker], probe: WorkerProcess, settings: LatencySettings, rounds: int, on_done):
+def _rounds(shares: dict[Job, list[Worker]], probe: WorkerProcess, settings: LatencySettings, rounds: int, on_done):
+    """Round r of a job is timed by its process r mod N: a process's own bias (its memory
+    layout) lands on 1/N of the rounds, and on even and odd rounds alike only where N is
+    odd, so with N = 2 the spread between even and odd rounds shows it."""
     samples: dict[tuple[Job, int], list[dict]] = {}
     steady: list[list[int]] = []
     per_round = {"min_runs": math.ceil(settings.min_runs / rounds), "min_duration_s": settings.min_duration_s / rounds}
-    for batch in sorted({b for worker in workers for b in worker.job.batches}):
+    for batch in sorted({b for job in shares for b in job.batches}):
         for round_index in range(rounds):
             # the probe takes its turn among the workers, so it sees the machine as they do
-            turns = [*workers, probe]
+            turns = [*(share[round_index % len(share)] for share in shares.values()), probe]
             shift = round_index % len(turns)
             for worker in turns[shift:] + turns[:shift]:
                 if worker is probe:
                     steady.append(probe.ask("steady", per_round)["samples_ns"])
                 elif batch in worker.job.batches:
-                    request = {"batch": batch, "warm_up": round_index == 0, **per_round}
+                    # each process warms up until stable in its first round of a batch
+                    request = {"batch": batch, "warm_up": round_index < len(shares[worker.job]), **per_round}
                     samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
             if on_done is not None:
                 on_done()
     return samples, steady
+
+
+def _process(answers: list[dict]) -> dict:
+    """A job's processes in one record: the median cold start and baseline, the highest peak."""
+    return {
+        "load_s": float(np.median([a["load_s"] for a in answers])),
+        "baseline_rss_bytes": int(np.median([a["baseline_rss_bytes"] for a in answers])),
+        "peak_rss_bytes": max(a["peak_rss_bytes"] for a in answers),
+    }
 
 
 def rounds_total(jobs: list[Job], rounds: int) -> int:

@@ -41,6 +41,8 @@ class LatencySettings:
     # fraction, or for at most max_warmup_s
     warmup_tolerance: float = 0.05
     max_warmup_s: float = 2.0
+    # fresh worker processes per measurement, taking its rounds in turn (bench/isolated.py)
+    processes: int = 1
 
 
 @dataclass(frozen=True)

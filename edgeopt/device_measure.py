@@ -67,7 +67,7 @@ def benchmark_remote(
         test=dataset.test.inputs,
         predict=predict,
     )
-    log.info("bench on %s (%s): %d isolated processes × %d interleaved rounds", device.name, device.where, len(jobs), settings.rounds)  # fmt: skip
+    log.info("bench on %s (%s): %d isolated processes × %d interleaved rounds", device.name, device.where, len(jobs) * settings.processes, settings.rounds)  # fmt: skip
     total = len({b for job in jobs for b in job.batches}) * settings.rounds
     with progress_log.progress(f"benchmarking on {device.name}", total) as advance:
         outcome = measure_remote(device.remote, run, lambda done, of: advance())

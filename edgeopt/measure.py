@@ -114,7 +114,7 @@ def make_jobs(plan, artifacts: dict[str, Artifact], settings: BenchSettings, ski
 
 
 def _time(jobs: list[Job], test: Split, settings: BenchSettings, server: ServerSettings | None) -> Benchmark:
-    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs), settings.rounds)
+    log.info("bench: %d isolated processes × %d interleaved rounds", len(jobs) * settings.processes, settings.rounds)
     with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as scratch:
         feeds = Path(scratch) / "feeds.npz"
         np.savez(feeds, **feed_arrays(test, settings))
@@ -126,7 +126,9 @@ def _time(jobs: list[Job], test: Split, settings: BenchSettings, server: ServerS
 
 
 def latency_settings(settings: BenchSettings) -> LatencySettings:
-    return LatencySettings(settings.warmup_runs, settings.min_runs, settings.min_duration_s)
+    return LatencySettings(
+        settings.warmup_runs, settings.min_runs, settings.min_duration_s, processes=settings.processes
+    )
 
 
 def feed_arrays(test: Split, settings: BenchSettings) -> dict[str, np.ndarray]:
@@ -173,17 +175,21 @@ def _scenario(job: Job, served, server: ServerSettings) -> dict:
 
 def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: BenchSettings, skipped) -> dict:
     """Each artifact × runtime on the whole test split; agreement against the first one.
-    A session its runtime cannot start is left out, with its reason in `skipped`."""
+    A session its runtime cannot start is left out, with its reason in `skipped`. The same
+    file under another name (a twin) is scored once."""
     results = {}
     reference = None
+    done: dict[tuple[str, str], dict] = {}
     for name, runtime_id in plan:
+        twin = (artifacts[name].sha256 or name, runtime_id)
         try:
-            outputs = predict_here(artifacts[name], runtime_id, dataset.test, settings)
+            outputs = done.get(twin) or predict_here(artifacts[name], runtime_id, dataset.test, settings)
         except RuntimeUnavailable as err:
             reason = str(err).removeprefix(f"{runtime_id}: ")
             skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
             log.warning("%s not measured on %s: %s", name, runtime_id, reason)
             continue
+        done[twin] = outputs
         if reference is None:
             reference = outputs
         results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)

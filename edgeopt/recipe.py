@@ -36,7 +36,7 @@ MODEL_SOURCES = ("builtin", "factory", "onnx", "torchscript", "exported", "pickl
 class ModelSource(_Strict):
     builtin: str | None = Field(
         None,
-        description="a built-in model: digits-cnn, digits-resnet-wide, resnet18-photos, or the pretrained all-minilm-l6-v2",
+        description="a built-in model: digits-cnn, digits-resnet-wide, resnet18-photos, resnet18-narrow-photos, or the pretrained all-minilm-l6-v2",
     )
     factory: str | None = Field(
         None, description="package.module:function returning a torch.nn.Module, looked up beside the recipe first"
@@ -157,16 +157,32 @@ class BenchSettings(_Strict):
         description="each measurement is timed in this many rounds, interleaved across artifacts "
         "(short rounds: the machine's slow and fast spells then land on every artifact alike)",
     )
+    processes: PositiveInt = Field(
+        1,
+        description="worker processes per measurement, each started fresh and taking every Nth round, their "
+        "samples pooled: a process's memory layout, which can shift a microsecond call's median for the process's "
+        "whole life, becomes one draw of N (they run side by side: N times the memory)",
+    )
     stability_threshold: float = Field(
         0.05, gt=0, description="a measurement whose even and odd rounds' medians differ by more is flagged unstable"
     )
-    harness_overhead: bool = Field(False, description="also time a bare loop to measure the harness's overhead")
+    harness_overhead: bool = Field(
+        False,
+        description="also time a bare loop to measure the harness's overhead, at each measurement's smallest batch "
+        "(its fastest call, where the harness's fixed cost per call weighs most)",
+    )
     server: ServerScenario | None = Field(
         ServerScenario(), description="the server scenario at batch 1 (null: skip it)"
     )
     max_accuracy_drop: float = Field(
         0.01, ge=0, description="recommendations only consider artifacts within this drop (top-1, else agreement)"
     )
+
+    @model_validator(mode="after")
+    def _every_process_times(self) -> BenchSettings:
+        if self.processes > self.rounds:
+            raise ValueError(f"processes ({self.processes}) above rounds ({self.rounds}): each process takes a round")
+        return self
 
 
 RAY_ADDRESS = re.compile(r"^(auto|local|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")

@@ -1,5 +1,6 @@
 """Measurements in worker processes: rounds pooled, the server scenario, worker errors."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,37 @@ def test_rounds_interleave_processes_and_are_pooled(digits_onnx, feeds):
     assert len(one.round_p50_ms) == 3 and one.latency.runs >= 6 and one.latency.batch == 1
     assert one.spread >= 0 and one.warmup_runs >= 2 and one.load_s > 0
     assert one.peak_rss_mb > one.baseline_rss_mb > 0
-    assert one.harness_overhead > 0
+    assert one.harness_overhead > 0  # at the job's smallest batch, its fastest call, only
+    assert measured[(jobs[0], 4)].harness_overhead is None and measured[(jobs[1], 1)].harness_overhead > 0
     steadiness = benchmark.steadiness  # the probe took a turn in each round of both batch sizes
     assert steadiness.slices == 6 and steadiness.slice_p90_us >= steadiness.slice_p10_us > 0
+
+
+def test_a_measurement_takes_its_rounds_from_several_fresh_processes_in_turn(digits_onnx, feeds, monkeypatch):
+    import bench.isolated
+
+    asked = []
+
+    class Recorded(bench.isolated.Worker):
+        def ask(self, verb, request):
+            asked.append((self._process.pid, verb, request))
+            return super().ask(verb, request)
+
+    monkeypatch.setattr(bench.isolated, "Worker", Recorded)
+    job = Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1, 4))
+    settings = dataclasses.replace(QUICK, processes=2)
+    benchmark = run_isolated([job], feeds, settings, rounds=4, overhead=False, server=None)
+    timed = [(pid, request["batch"], request["warm_up"]) for pid, verb, request in asked if verb == "time"]
+    first, second = sorted({pid for pid, _, _ in timed}, key=[pid for pid, _, _ in timed].index)
+    for batch in (1, 4):  # rounds 0 and 2 in one process, 1 and 3 in the other; each warms up in its first
+        assert [t for t in timed if t[1] == batch] == [
+            (first, batch, True), (second, batch, True), (first, batch, False), (second, batch, False)
+        ]  # fmt: skip
+    assert {pid for pid, verb, _ in asked if verb == "finish"} == {first, second}
+    measured = benchmark.measured[(job, 1)]
+    assert len(measured.round_p50_ms) == 4 and measured.load_s > 0 and measured.peak_rss_mb > 0
+    with pytest.raises(ValueError, match="processes"):
+        run_isolated([job], feeds, dataclasses.replace(QUICK, processes=3), rounds=2, overhead=False, server=None)
 
 
 def test_the_server_scenario_runs_where_batch_1_is_slow_enough(tmp_path, tmp_path_factory, digits):

@@ -138,3 +138,10 @@ def test_recipe_problems_stay_within_about_300_characters(tmp_path):
 def test_recipe_misspelt_keys_of_one_mapping_make_one_problem(tmp_path):
     with pytest.raises(RecipeError, match=r"model: unknown keys bulitin, factroy \(expected one of builtin, "):
         validate_recipe({"name": "m", "model": {"bulitin": 1, "factroy": 2}}, Path("r.yaml"))
+
+
+def test_recipe_more_processes_than_rounds_is_one_problem():
+    data = {"name": "m", "model": {"builtin": "digits-cnn"}, "bench": {"rounds": 4, "processes": 5}}
+    with pytest.raises(RecipeError, match=r"r\.yaml: bench: .*processes \(5\) above rounds \(4\)"):
+        validate_recipe(data, Path("r.yaml"))
+    assert validate_recipe({**data, "bench": {"rounds": 4, "processes": 4}}, Path("r.yaml")).recipe.bench.processes == 4
