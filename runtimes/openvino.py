@@ -13,6 +13,9 @@ What differs from ONNX Runtime, each measured on openvino 2026.4:
 - feeds are checked here: OpenVINO reuses the previous call's tensor for a missing input,
   converts int32 and float feeds for int64 inputs, and broadcasts a batch-1 mask over a
   batch-2 call, where ONNX Runtime refuses all three.
+- an infer request serves one call at a time ("Infer Request is busy" otherwise): each
+  calling thread gets its own, as ONNX Runtime's session serves concurrent calls (the
+  server scenario's threads).
 - nothing is written: no CACHE_DIR is set, so compiling keeps no model cache; telemetry is
   off (runtimes/__init__.py).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +87,7 @@ class OvSession(SessionBase):
 
     def __init__(self, compiled, settings: dict[str, str]):
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._requests = threading.local()  # one infer request per calling thread
         self.settings = settings
         self.inputs = tuple(_spec(port) for port in compiled.inputs)
         self.outputs = tuple(_spec(port) for port in compiled.outputs)
@@ -93,16 +97,23 @@ class OvSession(SessionBase):
         try:
             # share_inputs: the caller's arrays are read in place (infer is synchronous);
             # share_outputs=False: fresh arrays, not views of buffers the next call reuses
-            result = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            result = self._request().infer(feeds, share_inputs=True, share_outputs=False)
         except Exception as err:  # RuntimeError for shapes the graph cannot take
             raise DataError(f"openvino cannot run the model on these inputs: {message(err)}") from err
         return {spec.name: result[index] for index, spec in enumerate(self.outputs)}
+
+    def _request(self):
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        return request
 
     def sync(self) -> None:
         """infer() is synchronous and returns host arrays."""
 
     def close(self) -> None:
-        self._request = self._compiled = None
+        self._requests = threading.local()
+        self._compiled = None
 
 
 def load(artifact: Artifact, device: str, options: SessionOptions) -> OvSession:

@@ -264,3 +264,31 @@ def test_error_messages_lose_openvinos_source_locations():
         "Loading input model\nPath '../x.bin' resolves to '/x.bin' which is outside the base directory '/m'\n"
     )
     assert message(error).startswith("Loading input model Path '../x.bin'")
+
+
+def test_threads_calling_one_session_at_once_each_get_their_own_answers(digits_onnx, digits):
+    """The server scenario's threads share a session: OpenVINO's infer request serves one
+    call at a time ("Infer Request is busy"), so each thread has its own."""
+    import threading
+
+    images = digits.test.inputs["image"][:4]
+    with load("ov-cpu", digits_onnx, SessionOptions(threads=1)) as session:
+        expected = [session.run({"image": images[i : i + 1]})["logits"] for i in range(4)]
+        start, answers, failures = threading.Barrier(4), {}, []
+
+        def serve(index):
+            start.wait()
+            try:
+                answers[index] = [session.run({"image": images[index : index + 1]})["logits"] for _ in range(100)]
+            except Exception as err:
+                failures.append(err)
+
+        threads = [threading.Thread(target=serve, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures
+    for index in range(4):
+        for answer in answers[index]:
+            np.testing.assert_array_equal(answer, expected[index])
