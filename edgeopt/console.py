@@ -80,7 +80,7 @@ def recommendation(document: dict) -> None:
         for cells in rows:
             table.add_row(*(cells[COLUMNS.index(column)].text for column in columns))
         console.print(table)
-    excluded = excluded_text(picks)
+    excluded = excluded_text(picks, document["rows"])
     if excluded:
         print(excluded)
 

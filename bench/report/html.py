@@ -87,7 +87,7 @@ def render_html(document: dict) -> str:
     title = f"edgeopt report: {document['recipe']}"
     sections = [
         _header(document, title, len({(p["device"], p["runtime"], p["threads"]) for p in picks})),
-        _summary(picks, document["max_accuracy_drop"]),
+        _summary(picks, rows, document["max_accuracy_drop"]),
         _plots(figures),
         _devices(document),
         _measurements(document),
@@ -119,11 +119,11 @@ def _header(document: dict, title: str, targets: int) -> str:
     )
 
 
-def _summary(picks: list[dict], max_drop: float) -> str:
+def _summary(picks: list[dict], rows: list[dict], max_drop: float) -> str:
     if not picks:
         content = "<p>Nothing was measured, so there is nothing to recommend.</p>"
     else:
-        excluded = excluded_text(picks)
+        excluded = excluded_text(picks, rows)
         notes = "".join(f'<p class="explain">{escape(text)}</p>' for text in (EXPLANATION, excluded) if text)
         content = f"{summary_table(picks, max_drop)}\n{notes}"
     return f'<section id="recommendation">\n<h2>Recommendation per target</h2>\n{content}\n</section>'

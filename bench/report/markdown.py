@@ -167,7 +167,7 @@ def _recommendation_section(document: dict) -> list[str]:
         "|" + "".join(" --- |" if title in TEXT_COLUMNS else " ---: |" for title in COLUMNS),
     ]
     lines += ["| " + " | ".join(cell.text for cell in cells) + " |" for cells in summary_rows(picks)]
-    excluded = excluded_text(picks)
+    excluded = excluded_text(picks, document["rows"])
     return [*lines, "", EXPLANATION, *(["", excluded] if excluded else [])]
 
 

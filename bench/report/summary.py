@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare import load_run
-from bench.recommend import accuracy_change_text, recommend, target_label
+from bench.recommend import accuracy_change_text, recommend, target_label, target_of
 from bench.results import SCHEMA_VERSION
 from edgeopt.core.errors import DataError
 
@@ -117,17 +117,38 @@ def _offline(offline: dict | None) -> Cell:
     return Cell(text, best["throughput_per_s"])
 
 
-def excluded_text(picks: list[dict]) -> str | None:
-    """Which artifacts a rule kept out of the picks, and why, once per reason."""
-    reasons: dict[str, list[str]] = {}
+def excluded_text(picks: list[dict], rows: list[dict]) -> str | None:
+    """Which artifacts a rule kept out of the picks, and why, once per reason; with where,
+    when a rule kept one out on only some of the targets it was measured on (an INT8
+    artifact slower than its float parent on one runtime and faster on another)."""
+    measured: dict[str, set] = {}
+    for row in rows:
+        measured.setdefault(row["variant"], set()).add(target_of(row))
+    kept_out: dict[tuple[str, str], set] = {}
     for pick in picks:
         for entry in pick.get("excluded", []):
-            names = reasons.setdefault(entry["reason"], [])
-            if entry["variant"] not in names:
-                names.append(entry["variant"])
-    if not reasons:
+            target = (pick["device"], pick["runtime"], pick["threads"])
+            kept_out.setdefault((entry["reason"], entry["variant"]), set()).add(target)
+    if not kept_out:
         return None
+    reasons: dict[str, list[str]] = {}
+    for (why, variant), targets in kept_out.items():
+        everywhere = targets >= measured.get(variant, set())
+        reasons.setdefault(why, []).append(
+            variant if everywhere else f"{variant} on {_where(targets, measured[variant])}"
+        )
     return "Not considered: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items()) + "."
+
+
+def _where(targets: set, measured: set) -> str:
+    """The targets by name, a device's runtime as one where every thread count of it is there."""
+    runtimes = sorted({(device, runtime) for device, runtime, _ in targets})
+    parts = []
+    for device, runtime in runtimes:
+        here = sorted(t for t in targets if t[:2] == (device, runtime))
+        whole = len(here) == len([t for t in measured if t[:2] == (device, runtime)])
+        parts += [f"{device} · {runtime}"] if whole else [target_label(t) for t in here]
+    return ", ".join(parts)
 
 
 def load_summary_run(path: Path) -> dict:

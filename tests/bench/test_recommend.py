@@ -170,7 +170,20 @@ def test_an_int8_artifact_no_faster_than_its_float_parent_is_not_recommended_whe
     assert ov["pick"]["variant"] in ("onnx", "simplified")
     reason = "INT8 less than 5% faster than its float parent"
     assert ov["excluded"] == [{"variant": "int8", "reason": reason}, {"variant": "int8-nncf", "reason": reason}]
-    assert excluded_text(list(picks.values())) == f"Not considered: int8, int8-nncf ({reason})."
+    # int8 is the pick on ort-cpu: the line says where the rule kept it out; int8-nncf runs on ov-cpu only
+    assert excluded_text(list(picks.values()), rows) == f"Not considered: int8 on local · ov-cpu, int8-nncf ({reason})."
+
+
+def test_the_not_considered_line_names_thread_counts_only_where_they_differ():
+    reason = "INT8 less than 5% faster than its float parent"
+    rows = [
+        row("onnx", "ov-cpu", 5.0, 0.97, threads=1),
+        row("int8", "ov-cpu", 5.5, 0.97, threads=1),  # slower on one thread
+        row("onnx", "ov-cpu", 3.0, 0.97, threads=2),
+        row("int8", "ov-cpu", 2.0, 0.97, threads=2),  # faster on two
+    ]
+    picks = recommend(rows, CHAIN, 0.01)
+    assert excluded_text(picks, rows) == f"Not considered: int8 on local · ov-cpu · 1 thread ({reason})."
 
 
 def test_the_int8_rule_compares_the_nearest_float_ancestor_measured_there_at_the_same_batch():
