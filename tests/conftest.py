@@ -221,3 +221,21 @@ def bert_dir(tmp_path_factory, tokenizer_dir):
     BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
     shutil.copy(tokenizer_dir / "tokenizer.json", folder / "tokenizer.json")
     return folder
+
+
+@pytest.fixture
+def sshd_here():
+    """Tests that start their own sshd (openssh-server, as root)."""
+    from tests import sshd
+    from tests.requires import require
+
+    require(sshd.missing())
+
+
+@pytest.fixture
+def sshd_in_namespaces_here():
+    """Tests that start sshd servers in network namespaces they create."""
+    from tests import sshd
+    from tests.requires import require
+
+    require(sshd.missing(netns=True))

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from tests.requires import require
 
 FLAGS = [
     "--headless",
@@ -38,10 +38,9 @@ FLAGS = [
 
 def chromium() -> str:
     path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Chromium is not installed: .ci/run must install it (apt-get install chromium)")
-        pytest.skip("Chromium is not installed (apt-get install chromium): the report's layout is not checked")
+    require(
+        None if path else "Chromium is not installed (apt-get install chromium): the report's layout is not checked"
+    )
     return path
 
 

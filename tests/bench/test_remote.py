@@ -22,7 +22,7 @@ from bench.remote import RemoteRun, measure_remote, probe_remote
 from bench.ssh import SshTarget
 from tests import sshd
 
-pytestmark = pytest.mark.skipif(sshd.missing() is not None, reason=str(sshd.missing()))
+pytestmark = pytest.mark.usefixtures("sshd_here")
 
 QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_duration_s=0.0)
 

@@ -17,7 +17,7 @@ from edgeopt.devices import Device, device_target, load_devices_file
 from tests import sshd
 
 ROOT = Path(__file__).parents[2]
-needs_sshd = pytest.mark.skipif(sshd.missing() is not None, reason=str(sshd.missing()))
+needs_sshd = pytest.mark.usefixtures("sshd_here")
 # the demo's model, data and variants, timed briefly
 QUICK_BENCH = "bench: {batch_sizes: [1, 8], threads: [1], warmup_runs: 1, min_runs: 5, min_duration_s: 0.05, rounds: 2, server: null}\n"
 
@@ -189,7 +189,7 @@ def test_cli_bench_times_an_onnx_file_on_the_device(digits_onnx, tmp_path, capsy
     assert "random inputs, on device local-ssh" in out and out.count("model.onnx") == 2
 
 
-@pytest.mark.skipif(sshd.missing(netns=True) is not None, reason=str(sshd.missing(netns=True)))
+@pytest.mark.usefixtures("sshd_in_namespaces_here")
 def test_two_devices_in_namespaces_and_a_link_that_drops(digits_onnx, digits):
     """Two "devices", each an sshd in a network namespace joined to this host by a veth
     pair: one is timed, the other's link drops mid-run (all its traffic blackholed): a

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.cli import main
+from tests.requires import require
 
 HERE = Path(__file__).parent
 CHECKS = HERE / "ray_checks.py"
@@ -45,6 +46,13 @@ CLUSTER = {
 }
 
 
+def _available_cluster():
+    ray_cluster = _ray_cluster()
+    why = ray_cluster.unavailable()
+    require(f"ray cluster: {why}" if why else None)
+    return ray_cluster
+
+
 def _ray_cluster():
     spec = importlib.util.spec_from_file_location("ray_cluster", HERE.parent / "ray_cluster.py")
     module = importlib.util.module_from_spec(spec)
@@ -65,10 +73,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster_run(reference):
-    ray_cluster = _ray_cluster()
-    why = ray_cluster.unavailable()
-    if why:
-        pytest.skip(f"ray cluster: {why}")
+    ray_cluster = _available_cluster()
     folder, _ = reference
     args = {"recipe": str(folder / "fanout.yaml"), "workdir": str(folder)}
     return ray_cluster.run_in_cluster(f"{CHECKS}:check_cluster", args=args, timeout=900, **CLUSTER)
@@ -137,8 +142,7 @@ def test_ray_device_jobs_hold_their_device_one_at_a_time(cluster_run):
 
 def test_ray_device_over_ssh_is_measured_by_the_task_holding_it(cluster_run):
     facts = cluster_run.result["ssh_device"]
-    if "skipped" in facts:
-        pytest.skip(f"sshd: {facts['skipped']}")
+    require(facts.get("skipped"))
     assert facts.get("returncode") == 0, facts.get("stderr") or facts.get("error")
     assert facts["rows_devices"] == ["edge-a"]
     (device,) = facts["devices"]
@@ -172,10 +176,7 @@ def test_ray_node_death_retries_its_build_elsewhere(cluster_run):
 
 
 def test_ray_local_starts_a_cluster_for_the_run_and_leaves_nothing(reference):
-    ray_cluster = _ray_cluster()
-    why = ray_cluster.unavailable()
-    if why:
-        pytest.skip(f"ray cluster: {why}")
+    ray_cluster = _available_cluster()
     folder, hashes = reference
     args = {"recipe": str(folder / "fanout.yaml"), "workdir": str(folder)}
     run = ray_cluster.run_in_cluster(f"{CHECKS}:check_local", args=args, head=None, timeout=600)
