@@ -98,7 +98,7 @@ def within_budget(row: dict, context: Context) -> str | None:
 # same target, to be recommended there: more than the run-to-run noise (twins agree within
 # 3%), so that a tie never ships the less accurate artifact
 MIN_INT8_SPEEDUP = 1.05
-FLOAT = ("fp32", "fp16")
+FLOAT = ("fp32", "fp16", "bf16")
 
 
 def faster_than_float_parent(row: dict, context: Context) -> str | None:
@@ -117,7 +117,7 @@ def faster_than_float_parent(row: dict, context: Context) -> str | None:
 
 
 def float_ancestor(name: str, artifacts: dict, measured: set[str]) -> str | None:
-    """The nearest ancestor of `name` in FP32 or FP16 among `measured`."""
+    """The nearest ancestor of `name` in FP32, FP16 or BF16 among `measured`."""
     by_sha = {record["sha256"]: other for other, record in artifacts.items() if record.get("sha256")}
     seen = {name}
     parent = by_sha.get(artifacts.get(name, {}).get("parent"))

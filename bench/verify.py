@@ -35,6 +35,7 @@ def verify_against(
     verbose: bool = False,
     simulate: bool = False,
     simulate_reference: bool = False,
+    arithmetic: str | None = None,
 ) -> Verification:
     """Run both artifacts over the probe samples and compare every output: models on the
     CPU, engines on TensorRT.
@@ -42,7 +43,8 @@ def verify_against(
     Each session gets the probe cast to its own input dtypes (an FP16 model with FP16
     inputs gets FP16 feeds), a batch at a time where its batch dim is fixed. `simulate` runs the candidate in its exact INT8 arithmetic
     (`simulated_options`), for artifacts built for another machine's kernels;
-    `simulate_reference` does the same for the reference.
+    `simulate_reference` does the same for the reference. `arithmetic` names what a candidate
+    model built to simulate another precision's arithmetic computes (the record says so).
     """
     from runtimes import load
 
@@ -54,8 +56,8 @@ def verify_against(
             feeds = {spec.name: probe[spec.name].astype(spec.dtype, copy=False) for spec in session.inputs}
             outputs.append(_run_in_batches(session, feeds))
     expected, actual = outputs
-    simulated = " (INT8 simulated)" if simulate or simulate_reference else ""
-    name = f"{reference.stage} {reference.sha256[:12]}{simulated}"
+    what = arithmetic or ("INT8" if simulate or simulate_reference else None)
+    name = f"{reference.stage} {reference.sha256[:12]}" + (f" ({what} simulated)" if what else "")
     return compare_outputs(expected, {k: actual[k] for k in expected}, tolerance, reference_name=name)
 
 

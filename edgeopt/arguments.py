@@ -82,7 +82,7 @@ def _device_options(parser, help_text: str) -> None:
 
 
 def _transform_parsers(verbs) -> None:
-    """The single-step verbs that make an artifact: export, simplify, fp16, quantize, build."""
+    """The single-step verbs that make an artifact: export, simplify, fp16, bf16, quantize, build."""
     from exporter.engine import BuildTrtOptions
     from exporter.fp16 import ConvertFp16Options
     from exporter.quantize import QuantizeInt8Options
@@ -108,6 +108,10 @@ def _transform_parsers(verbs) -> None:
     keep_op_help = ConvertFp16Options.model_fields["keep_ops"].description + " (repeat)"
     fp16.add_argument("--keep-op", action="append", default=[], metavar="OP", help=keep_op_help)
     fp16.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
+
+    bf16_help = "store an ONNX model's weights in BF16, verified by BF16's arithmetic against it"
+    bf16 = _model_verb(verbs, "bf16", bf16_help, keep_help)
+    bf16.add_argument("--probe", type=Path, metavar="DATA.npz", help=PROBE_HELP)
 
     quantize = _model_verb(verbs, "quantize", "quantize an ONNX model to INT8, calibrated on real samples", keep_help)
     calibration_help = "an .npz (one array per input, samples first) or a folder of images"

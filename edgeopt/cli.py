@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             "export": _export,
             "simplify": _simplify,
             "fp16": _fp16,
+            "bf16": _bf16,
             "quantize": _quantize,
             "build": _build,
             "bench": _bench,
@@ -142,6 +143,15 @@ def _simplify(args) -> int:
 
     options = {"simplifier": args.simplifier, "keep_initializers_as_inputs": args.keep_initializers_as_inputs}
     console.transform(transform_command("simplify", args.model, args.output, options, args.probe), args.output)
+    return EXIT_OK
+
+
+def _bf16(args) -> int:
+    from edgeopt import console
+    from edgeopt.commands import transform_command
+
+    options = {"keep_initializers_as_inputs": args.keep_initializers_as_inputs}
+    console.transform(transform_command("convert_bf16", args.model, args.output, options, args.probe), args.output)
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ from compress.prune_ffn import PruneFfnOptions, prune_ffn
 from compress.share import ShareWeightsOptions, share_weights
 from compress.sweep import TrainStructureOptions, train_structure
 from edgeopt.core.artifact import Format
+from exporter.bf16 import ConvertBf16Options, convert_bf16
 from exporter.engine import BuildTrtOptions, build_trt, with_batch_range
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
@@ -89,6 +90,14 @@ STAGES: dict[str, Stage] = {
     ),
     "convert_fp16": Stage(
         convert_fp16, ConvertFp16Options, 4, Format.ONNX, Format.ONNX, "FP32 → FP16, overflow-prone nodes kept FP32"
+    ),
+    "convert_bf16": Stage(
+        convert_bf16,
+        ConvertBf16Options,
+        1,
+        Format.ONNX,
+        Format.ONNX,
+        "FP32 weights → BF16 (BF16 compute where the runtime has it), verified in BF16 arithmetic",
     ),
     "quantize_int8": Stage(
         quantize_int8,

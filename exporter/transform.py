@@ -8,6 +8,7 @@ module map forward, and its verification against the input on the probe samples.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import onnx
 from pydantic import BaseModel, Field
@@ -64,6 +65,7 @@ def finish(
     not_for: dict[str, str] | None = None,
     legacy: Modernized | None = None,
     keep_listed: bool = False,
+    simulation: tuple[onnx.ModelProto, str] | None = None,
 ) -> Artifact:
     """Save `model` as the stage's artifact, check it, and verify it against `source`.
 
@@ -73,7 +75,9 @@ def finish(
     not_for: runtime id → why the result is not measured there (besides the OpenVINO
     runtimes, for contrib operators OpenVINO cannot read).
     legacy: the modernized source (from `start`), whose upgrades the record names.
-    keep_listed: list the weights the source listed as graph inputs as inputs again."""
+    keep_listed: list the weights the source listed as graph inputs as inputs again.
+    simulation: a model computing the result's arithmetic explicitly (BF16 rounding), and
+    what it simulates: verified in the result's place, on any CPU."""
     if legacy is not None:
         upgraded = dict(legacy.upgraded)
         if keep_listed and legacy.listed_weights:
@@ -99,5 +103,19 @@ def finish(
         not_for={**(not_for or {}), **openvino_not_for(model.graph.node)},
         facts={**model_facts(model, path), **facts, "before": before},
     )
-    verification = verify_against(source, result, context.probe, options.tolerance, context.verbose, simulate)
+    if simulation is None:
+        verification = verify_against(source, result, context.probe, options.tolerance, context.verbose, simulate)
+    else:
+        verification = _verify_simulated(source, result, context, options.tolerance, *simulation)
     return dataclasses.replace(result, verification=verification)
+
+
+def _verify_simulated(source: Artifact, result: Artifact, context: StageContext, tolerance, model, what: str):
+    scratch = context.out_dir / ".simulated"
+    scratch.mkdir(exist_ok=True)
+    try:
+        save_onnx(model, scratch / "model.onnx")
+        stand_in = dataclasses.replace(result, path=scratch / "model.onnx")
+        return verify_against(source, stand_in, context.probe, tolerance, context.verbose, arithmetic=what)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

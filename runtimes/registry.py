@@ -32,10 +32,12 @@ class RuntimeInfo:
 
     def row_precision(self, precision: Precision | str) -> str:
         """What an artifact of `precision` computes in here: float artifacts in `compute`,
-        INT8 ones in INT8."""
-        if self.compute is None or str(precision) not in (Precision.FP32, Precision.FP16):
+        INT8 ones in INT8; BF16 weights in FP32 where the runtime does not compute BF16."""
+        if str(precision) not in (Precision.FP32, Precision.FP16, Precision.BF16):
             return str(precision)
-        return str(self.compute)
+        if self.compute is not None:
+            return str(self.compute)
+        return str(Precision.FP32) if str(precision) == Precision.BF16 else str(precision)
 
 
 OPENVINO_FORMATS = (Format.ONNX, Format.OPENVINO)

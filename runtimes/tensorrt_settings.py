@@ -64,6 +64,10 @@ def build_flags(tensorrt_version: str, source: Precision, fp16: bool) -> BuildFl
         raise RecipeError(
             "build_trt: TensorRT builds INT8 from QDQ only (explicit quantization); build from a quantize_int8 artifact with target: tensorrt"
         )
+    if source is Precision.BF16:
+        raise RecipeError(
+            "build_trt: a convert_bf16 artifact reads its BF16 weights as FP32, so TensorRT would build an FP32 engine from it; build from its FP32 parent"
+        )
     if not fp16:
         return BuildFlags(strongly_typed=True, builder_flags=(), precision=source)
     if source is not Precision.FP32:

@@ -32,7 +32,8 @@ class Precision(StrEnum):
     FP16 = "fp16"
     INT8_QDQ = "int8-qdq"
     INT8_DYNAMIC = "int8-dynamic"
-    # not an artifact's: a runtime's that computes float layers in BF16 (ov-cpu-bf16)
+    # weights stored in BF16 (convert_bf16), and a runtime's float layers computed in BF16
+    # (ov-cpu-bf16)
     BF16 = "bf16"
 
 
