@@ -20,10 +20,13 @@ from runtimes.base import DeviceTimed, Session
 
 QUANTILES = tuple(range(0, 101, 5))  # percentiles kept for distribution plots
 WARMUP_WINDOW_S = 0.02  # long enough for a stable median of microsecond calls
-# before each later round: caches refilled and thread pools woken after the other
-# processes ran; a round's own calls are then timed from the first
-REWARM_RUNS = 2
-REWARM_S = 0.001
+# before each later round, after the other processes ran: calls for this long at least (one
+# at least; no longer than the round itself), until caches are refilled and the thread pool
+# is awake. On this project's 2-core AVX2 machine, after another model ran, a 12-40 ms call
+# stayed 1.3-1.9x slow for its first 2-3 calls (40-90 ms); a 100-200 ms call was steady
+# from the second
+REWARM_RUNS = 1
+REWARM_S = 0.1
 # the harness-overhead pairs: chunks this long at least, so each chunk's median is steady
 OVERHEAD_CHUNK_S = 0.005
 OVERHEAD_CHUNK_RUNS = 3

@@ -121,7 +121,7 @@ def _time(state: dict, request: dict) -> dict:
     if request["warm_up"]:
         warmup = warm_up(session, feeds, state["settings"])
     else:  # caches and thread pools went cold while the other processes ran
-        warmup = len(time_calls(session, feeds, REWARM_RUNS, REWARM_S))
+        warmup = len(time_calls(session, feeds, REWARM_RUNS, min(REWARM_S, request["min_duration_s"])))
     samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"])
     answer = {"samples_ns": samples.tolist(), "warmup_runs": warmup}
     if isinstance(session, DeviceTimed) and "no_device_time" not in state:

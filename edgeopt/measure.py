@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,10 @@ def plan_pairs(
         artifact = artifacts.get(name)
         if artifact is None:  # not built on this machine
             continue
+        variant = loaded.recipe.variants.get(name)
+        chosen = loaded.recipe.runtimes if variant is None or variant.runtimes is None else variant.runtimes
         for runtime_id in loaded.recipe.runtimes:
-            if not RUNTIMES[runtime_id].runs(artifact.format):
+            if runtime_id not in chosen or not RUNTIMES[runtime_id].runs(artifact.format):
                 continue
             if runtime_id in artifact.not_for:
                 skipped.append({"variant": name, "runtime": runtime_id, "reason": artifact.not_for[runtime_id]})
@@ -180,19 +183,25 @@ def _accuracy(plan, artifacts: dict[str, Artifact], dataset: Dataset, settings: 
     results = {}
     reference = None
     done: dict[tuple[str, str], dict] = {}
-    for name, runtime_id in plan:
-        twin = (artifacts[name].sha256 or name, runtime_id)
-        try:
-            outputs = done.get(twin) or predict_here(artifacts[name], runtime_id, dataset.test, settings)
-        except RuntimeUnavailable as err:
-            reason = str(err).removeprefix(f"{runtime_id}: ")
-            skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
-            log.warning("%s not measured on %s: %s", name, runtime_id, reason)
-            continue
-        done[twin] = outputs
-        if reference is None:
-            reference = outputs
-        results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)
+    started = time.perf_counter()
+    with progress_log.progress("scoring accuracy", len(plan)) as advance:
+        for name, runtime_id in plan:
+            twin = (artifacts[name].sha256 or name, runtime_id)
+            try:
+                outputs = done.get(twin) or predict_here(artifacts[name], runtime_id, dataset.test, settings)
+            except RuntimeUnavailable as err:
+                reason = str(err).removeprefix(f"{runtime_id}: ")
+                skipped.append({"variant": name, "runtime": runtime_id, "reason": reason})
+                log.warning("%s not measured on %s: %s", name, runtime_id, reason)
+                continue
+            finally:
+                advance()
+            done[twin] = outputs
+            if reference is None:
+                reference = outputs
+            results[(name, runtime_id)] = score(outputs, dataset.test.labels, reference, dataset.test.queries)
+    samples = len(next(iter(dataset.test.inputs.values()))) if dataset.test.inputs else 0
+    log.info("accuracy: %d pairs on %d samples in %.0f s", len(done), samples, time.perf_counter() - started)
     return results
 
 
