@@ -136,6 +136,11 @@ class Variant(_Strict):
     stage: str = Field(description="the stage that makes this variant")
     from_: str = Field("model", alias="from", description="the variant it is made from; 'model' is the source model")
     options: dict[str, Any] = Field({}, description="the stage's options (see edgeopt recipe --schema)")
+    runtimes: list[str] | None = Field(
+        None,
+        description="measure it on these of the recipe's runtimes only (default: all of them; []: a step "
+        "toward other variants, built and verified but not measured)",
+    )
 
 
 class ServerScenario(_Strict):
@@ -253,6 +258,9 @@ class Recipe(_Strict):
                 raise ValueError(f"variants.{name}: stage '{variant.stage}' is not one of {', '.join(STAGES)}")
             if variant.from_ != "model" and variant.from_ not in self.variants:
                 raise ValueError(f"variants.{name}: from '{variant.from_}' names no variant")
+            foreign = [r for r in variant.runtimes or [] if r not in self.runtimes]
+            if foreign:
+                raise ValueError(f"variants.{name}: runtime '{foreign[0]}' is not one of the recipe's runtimes")
         formats = {"model": "onnx" if self.model.onnx is not None else "torch"}
         for name in build_order(self.variants):
             variant = self.variants[name]

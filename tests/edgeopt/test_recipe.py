@@ -30,6 +30,10 @@ def test_recipe_every_shipped_recipe_loads(path):
         ({"variants": {"a": {"stage": "export"}}}, "variants.a: stage 'export' is not one of export_onnx"),
         ({"variants": {"a": {"stage": "export_onnx", "from": "b"}}}, "variants.a: from 'b' names no variant"),
         (
+            {"variants": {"a": {"stage": "export_onnx", "runtimes": ["ov-cpu"]}}},
+            "variants.a: runtime 'ov-cpu' is not one of the recipe's runtimes",
+        ),
+        (
             {"variants": {"a": {"stage": "export_onnx", "from": "b"}, "b": {"stage": "export_onnx", "from": "a"}}},
             "variants form a cycle",
         ),
@@ -145,3 +149,25 @@ def test_recipe_more_processes_than_rounds_is_one_problem():
     with pytest.raises(RecipeError, match=r"r\.yaml: bench: .*processes \(5\) above rounds \(4\)"):
         validate_recipe(data, Path("r.yaml"))
     assert validate_recipe({**data, "bench": {"rounds": 4, "processes": 4}}, Path("r.yaml")).recipe.bench.processes == 4
+
+
+def test_recipe_variant_runtimes_choose_where_it_is_measured(tmp_path):
+    from edgeopt.core.artifact import IO, Artifact, Format, Precision
+    from edgeopt.measure import plan_pairs
+    from runtimes.base import Availability
+
+    variants = {
+        "onnx": {"stage": "export_onnx", "runtimes": []},
+        "simplified": {"stage": "simplify", "from": "onnx", "runtimes": ["ov-cpu"]},
+        "fp16": {"stage": "convert_fp16", "from": "onnx"},
+    }
+    loaded = validate_recipe({**BASE, "variants": variants, "runtimes": ["torch-cpu", "ort-cpu", "ov-cpu"]}, tmp_path)
+    artifacts = {
+        name: Artifact(
+            tmp_path, Format.TORCH if name == "model" else Format.ONNX, Precision.FP32, "s", {}, None, IO((), ())
+        )
+        for name in ("model", *variants)
+    }
+    plan, skipped = plan_pairs(loaded, artifacts, lambda runtime: Availability(True, "here"))
+    assert plan == [("model", "torch-cpu"), ("simplified", "ov-cpu"), ("fp16", "ort-cpu"), ("fp16", "ov-cpu")]
+    assert skipped == []
