@@ -292,7 +292,7 @@ def test_cli_run_an_onnx_file_source_benchmarks_it_on_onnx_runtime(digits_onnx, 
     assert results["artifacts"]["model"]["facts"]["node_count"] == digits_onnx.facts["node_count"]
 
 
-def test_cli_simplify_and_fp16_write_verified_models(digits_onnx_torchscript, factory_dir, capsys, monkeypatch):
+def test_cli_simplify_fp16_and_bf16_write_verified_models(digits_onnx_torchscript, factory_dir, capsys, monkeypatch):
     monkeypatch.chdir(factory_dir)
     source = str(digits_onnx_torchscript.path)
     assert main(["simplify", source, "-o", "simple.onnx", "--probe", "digits.npz"]) == 0
@@ -304,6 +304,10 @@ def test_cli_simplify_and_fp16_write_verified_models(digits_onnx_torchscript, fa
 
     half = onnx.load("half.onnx")
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert main(["bf16", "simple.onnx", "-o", "brain.onnx", "--probe", "digits.npz"]) == 0
+    assert "brain.onnx:" in capsys.readouterr().out
+    brain = onnx.load("brain.onnx")
+    assert {t.data_type for t in brain.graph.initializer if len(t.dims) >= 2} == {onnx.TensorProto.BFLOAT16}
     assert not [p.name for p in factory_dir.iterdir() if p.name.startswith(".")]
 
 
