@@ -72,3 +72,12 @@ def test_bf16_rows_record_what_each_runtime_computes():
 def test_bf16_artifacts_are_not_built_into_engines():
     with pytest.raises(RecipeError, match="build from its FP32 parent"):
         build_flags("10.13.2", Precision.BF16, fp16=False)
+
+
+def test_bf16_artifact_runs_on_openvino_as_on_onnx_runtime(digits_onnx, digits, tmp_path):
+    """OpenVINO reads the BF16 weights through their Casts; on a CPU without BF16 both
+    runtimes compute FP32 on the same rounded weights."""
+    result = convert_bf16(digits_onnx, ConvertBf16Options(), StageContext(tmp_path, digits.probe()))
+    feeds = digits.test.take(0, 32)
+    with load("ort-cpu", result) as ort_session, load("ov-cpu", result) as ov_session:
+        np.testing.assert_allclose(ov_session.run(feeds)["logits"], ort_session.run(feeds)["logits"], atol=1e-3)
