@@ -33,7 +33,13 @@ def verification_cell(artifact: dict) -> str:
         return "reference"
     worst = max(verification["outputs"], key=lambda o: o["max_abs"])
     verdict = "verified" if verification["passed"] else "**FAILED**"
-    return f"{verdict}: max abs {worst['max_abs']:.2g}, min cosine {worst['cosine_min']:.6f} on {verification['samples']} samples"
+    # "(INT8 simulated)", "(BF16 arithmetic simulated)": verified in the target's arithmetic, not this CPU's
+    simulated = verification["reference"].rpartition(" (")[2].removesuffix(")")
+    how = f", {simulated}" if simulated.endswith(" simulated") else ""
+    return (
+        f"{verdict}: max abs {worst['max_abs']:.2g}, min cosine {worst['cosine_min']:.6f} "
+        f"on {verification['samples']} samples{how}"
+    )
 
 
 def render(document: dict) -> str:

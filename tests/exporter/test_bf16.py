@@ -6,6 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.report.markdown import verification_cell
 from edgeopt.core.artifact import Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import RecipeError
@@ -30,6 +31,7 @@ def test_bf16_digits_stores_weight_matrices_in_bf16_and_verifies_in_bf16_arithme
     assert result.facts["size_bytes"] < 0.6 * digits_onnx.facts["size_bytes"]
     assert [s.dtype for s in result.io.inputs] == ["float32"] and [s.dtype for s in result.io.outputs] == ["float32"]
     assert not (tmp_path / ".simulated").exists()
+    assert verification_cell(result.to_json()).endswith("on 8 samples, BF16 arithmetic simulated")
     with load("ort-cpu", digits_onnx) as fp32, load("ort-cpu", result) as bf16:
         feeds = digits.test.inputs
         assert (bf16.run(feeds)["logits"].argmax(1) == fp32.run(feeds)["logits"].argmax(1)).mean() >= 0.99
