@@ -330,14 +330,25 @@ def _fit_budget(
     measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
     steps = [{"kept_float": 0, "metric": measured}]
     kept: list[dict] = []
+    ranked = []
     if baseline - measured > budget.max_drop:
-        for name, op_type, error in rank_nodes(prepared, output, feeds, output.parent):
+        ranked = rank_nodes(prepared, output, feeds, output.parent)
+        for name, op_type, error in ranked:
             kept.append({"node": name, "op_type": op_type, "local_error": error, "module": modules.get(name)})
             quantize([k["node"] for k in kept])
             measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
             steps.append({"kept_float": len(kept), "metric": measured})
             if baseline - measured <= budget.max_drop:
                 break
+    all_float = bool(ranked) and len(kept) == len(ranked)
+    if all_float:
+        log.warning(
+            "the accuracy budget kept every quantized node in float (all INT8: %s %.5f against %.5f): "
+            "the result computes in float; loosen the budget or quantize another way",
+            budget.metric,
+            steps[0]["metric"],
+            baseline,
+        )
     return {
         "metric": str(budget.metric),
         "checked_on": f"{context.evaluation_on} split ({len(evaluation)} samples)",
@@ -346,6 +357,7 @@ def _fit_budget(
         "int8": measured,
         "met": baseline - measured <= budget.max_drop,
         "kept_float": kept,
+        "all_float": all_float,
         "steps": steps,
     }
 

@@ -108,6 +108,8 @@ def budget_note(name: str, budget: dict, document: dict) -> str:
         f"{k['node']} ({k['op_type']}{', ' + k['module'] if k['module'] else ''})" for k in budget["kept_float"]
     )
     text += f"; kept in float, most sensitive first: {kept}"
+    if budget.get("all_float"):
+        return text + "; that is every quantized node: **it computes in float**, no INT8 is left."
     sibling = _without_budget(name, document["artifacts"])
     if sibling is None:
         return text + "; add a variant without the budget to measure what keeping them in float costs."

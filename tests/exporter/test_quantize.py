@@ -210,6 +210,20 @@ def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path)
     assert budget["met"] and budget["kept_float"] == [] and budget["int8"] > 0.99
 
 
+def test_budget_met_only_in_float_says_no_int8_is_left(digits_simplified, digits, tmp_path, caplog):
+    from bench.report.notes import budget_note
+    from exporter.quantize import Budget
+
+    options = QuantizeInt8Options(budget=Budget(metric="cosine", max_drop=1e-12))
+    context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
+    result = quantize_int8(digits_simplified, options, context)
+    budget = result.facts["budget"]
+    assert budget["all_float"] and budget["met"] and len(budget["kept_float"]) == len(budget["steps"]) - 1
+    assert "kept every quantized node in float" in caplog.text
+    note = budget_note("int8-budget", budget, {"artifacts": {"int8-budget": result.to_json()}, "rows": []})
+    assert "**it computes in float**" in note
+
+
 def test_budget_on_top1_needs_labels(digits_simplified, digits, tmp_path):
     from edgeopt.core.data import Split
     from edgeopt.core.errors import DataError
