@@ -17,8 +17,6 @@ BF16 storage of every activation, as a BF16 runtime keeps them between layers.
 
 from __future__ import annotations
 
-from collections import deque
-
 import ml_dtypes
 import onnx
 from onnx import TensorProto, numpy_helper
@@ -28,7 +26,7 @@ from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import load_onnx
+from edgeopt.core.onnx_model import load_onnx, sort_topologically
 from exporter.transform import finish, keep_initializers_field, start
 
 
@@ -112,9 +110,8 @@ def bf16_arithmetic(model: onnx.ModelProto, float_values: set[str]) -> onnx.Mode
             onnx.helper.make_node("Cast", [source], [f"{name}.as_bf16"], to=TensorProto.BFLOAT16),
             onnx.helper.make_node("Cast", [f"{name}.as_bf16"], [target], to=TensorProto.FLOAT),
         ]
-    ordered = _topological([*graph.node, *rounding])
-    del graph.node[:]
-    graph.node.extend(ordered)
+    graph.node.extend(rounding)
+    sort_topologically(graph)
     del graph.value_info[:]
     return simulated
 
@@ -125,23 +122,3 @@ def _float_values(source: Artifact) -> set[str]:
     inferred = onnx.shape_inference.infer_shapes(load_onnx(source.path, load_weights=False))
     typed = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     return {v.name for v in typed if v.type.tensor_type.elem_type == TensorProto.FLOAT}
-
-
-def _topological(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """`nodes` ordered so that each comes after the producers of its inputs (Kahn)."""
-    producer = {out: index for index, node in enumerate(nodes) for out in node.output if out}
-    waiting = [{producer[name] for name in node.input if name in producer} for node in nodes]
-    readers: dict[int, list[int]] = {}
-    for index, needs in enumerate(waiting):
-        for need in needs:
-            readers.setdefault(need, []).append(index)
-    ready = deque(index for index, needs in enumerate(waiting) if not needs)
-    ordered = []
-    while ready:
-        index = ready.popleft()
-        ordered.append(nodes[index])
-        for reader in readers.get(index, []):
-            waiting[reader].discard(index)
-            if not waiting[reader]:
-                ready.append(reader)
-    return ordered

@@ -15,7 +15,7 @@ from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import load_onnx
+from edgeopt.core.onnx_model import load_onnx, sort_topologically
 from exporter.intermediates import run_exposed
 from exporter.transform import finish, keep_initializers_field, start
 
@@ -63,7 +63,7 @@ def convert_fp16(artifact: Artifact, options: ConvertFp16Options, context: Stage
     except Exception as err:  # the converter's shape inference and graph edits raise many types
         raise ExportError(f"{artifact.path}: FP16 conversion failed: {first_line(err)}") from err
     _drop_round_trip_casts(converted.graph)
-    _sort_topologically(converted.graph)
+    sort_topologically(converted.graph)  # the converter appends the input Casts at the end
     # the converter leaves stale intermediate types (FP16 where a kept node yields FP32);
     # they are optional, and strict shape inference rejects them
     del converted.graph.value_info[:]
@@ -104,30 +104,6 @@ def _overflowing_nodes(artifact: Artifact, model: onnx.ModelProto, context: Stag
     # such a tensor must never be cast to FP16: its producer and every consumer stay FP32
     consumers = {node.name for node in model.graph.node if too_large.intersection(node.input)}
     return sorted({producers[name] for name in too_large} | consumers)
-
-
-def _sort_topologically(graph: onnx.GraphProto) -> None:
-    """Reorder nodes so each comes after its inputs' producers (the converter appends the
-    input Casts at the end, which the ONNX checker rejects)."""
-    producer = {output: index for index, node in enumerate(graph.node) for output in node.output if output}
-    ordered: list[int] = []
-    state: dict[int, bool] = {}
-
-    def visit(index: int) -> None:
-        if index in state:
-            return
-        state[index] = False
-        for name in graph.node[index].input:
-            if name in producer:
-                visit(producer[name])
-        state[index] = True
-        ordered.append(index)
-
-    for index in range(len(graph.node)):
-        visit(index)
-    nodes = [graph.node[i] for i in ordered]
-    del graph.node[:]
-    graph.node.extend(nodes)
 
 
 def _cast_to(node: onnx.NodeProto) -> int | None:

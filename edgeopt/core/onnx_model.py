@@ -10,7 +10,7 @@ opset 7 and up) are modernized for the tools that transform them (`modernize`).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,3 +343,26 @@ def onnx_source_sha256(path: Path) -> str:
     for data_file in external_data_files(path, load_onnx(path, load_weights=False)):
         digest.update(data_file.name.encode() + file_sha256(data_file).encode())
     return digest.hexdigest()
+
+
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder the nodes so each comes after the producers of its inputs, keeping the
+    given order where it already holds (Kahn's algorithm: no recursion on deep graphs)."""
+    nodes = list(graph.node)
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output if output}
+    waiting = [{producer[name] for name in node.input if name in producer} for node in nodes]
+    readers: dict[int, list[int]] = {}
+    for index, needs in enumerate(waiting):
+        for need in needs:
+            readers.setdefault(need, []).append(index)
+    ready = deque(index for index, needs in enumerate(waiting) if not needs)
+    ordered = []
+    while ready:
+        index = ready.popleft()
+        ordered.append(nodes[index])
+        for reader in readers.get(index, []):
+            waiting[reader].discard(index)
+            if not waiting[reader]:
+                ready.append(reader)
+    del graph.node[:]
+    graph.node.extend(ordered)
