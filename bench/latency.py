@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +31,11 @@ REWARM_S = 0.1
 # the harness-overhead pairs: chunks this long at least, so each chunk's median is steady
 OVERHEAD_CHUNK_S = 0.005
 OVERHEAD_CHUNK_RUNS = 3
+# the inputs a measurement times: several batches taken in turn, call after call, so a model
+# whose cost follows its input (a text model trimmed to the real tokens) is timed on the
+# data's mix, not on one batch
+Feeds = Sequence[dict[str, np.ndarray]]
+
 # device timing: how long queueing one launch behind a held stream may take before the
 # watchdog lets the stream go (a launch is queued in well under a millisecond)
 GATE_TIMEOUT_S = 1.0
@@ -130,7 +136,7 @@ def even_odd_spread(rounds: list[np.ndarray]) -> float:
     return abs(odd / even - 1.0)
 
 
-def warm_up(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> int:
+def warm_up(session: Session, feeds: Feeds, settings: LatencySettings) -> int:
     """Untimed runs, a window at a time (warmup_runs calls and WARMUP_WINDOW_S at least),
     until two windows' medians agree: returns how many runs it took."""
     if settings.warmup_runs == 0:
@@ -138,8 +144,8 @@ def warm_up(session: Session, feeds: dict[str, np.ndarray], settings: LatencySet
     deadline = time.perf_counter_ns() + int(settings.max_warmup_s * 1e9)
     previous = None
     runs = 0
-    while True:
-        took = time_calls(session, feeds, settings.warmup_runs, WARMUP_WINDOW_S)
+    while True:  # a window takes every batch once at least
+        took = time_calls(session, feeds, max(settings.warmup_runs, len(feeds)), WARMUP_WINDOW_S, runs)
         runs += len(took)
         median = float(np.median(took))
         if previous is not None and abs(median - previous) <= settings.warmup_tolerance * previous:
@@ -149,15 +155,18 @@ def warm_up(session: Session, feeds: dict[str, np.ndarray], settings: LatencySet
         previous = median
 
 
-def time_calls(session: Session, feeds: dict[str, np.ndarray], min_runs: int, min_duration_s: float) -> np.ndarray:
-    """Nanoseconds per call, until both the count and the duration are reached."""
+def time_calls(session: Session, feeds: Feeds, min_runs: int, min_duration_s: float, first: int = 0) -> np.ndarray:
+    """Nanoseconds per call, until both the count and the duration are reached; the calls
+    take the batches in turn, from batch `first` (a caller timing in rounds goes on where
+    the last round stopped, so every batch weighs alike)."""
     min_duration_ns = int(min_duration_s * 1e9)
     samples: list[int] = []
     clock = time.perf_counter_ns
     started = clock()
     while len(samples) < min_runs or clock() - started < min_duration_ns:
+        batch = feeds[(first + len(samples)) % len(feeds)]
         begin = clock()
-        session.run(feeds)
+        session.run(batch)
         session.sync()
         samples.append(clock() - begin)
     return np.asarray(samples)
@@ -167,9 +176,7 @@ class DeviceTimingUnavailable(RuntimeError):
     """The device could not be timed apart from the host (the stream could not be held)."""
 
 
-def time_device_calls(
-    session: DeviceTimed, feeds: dict[str, np.ndarray], min_runs: int, min_duration_s: float
-) -> np.ndarray:
+def time_device_calls(session: DeviceTimed, feeds: Feeds, min_runs: int, min_duration_s: float) -> np.ndarray:
     """Nanoseconds of device time per call: CUDA events recorded on the session's stream
     around the enqueue, inputs already on the device and outputs left there.
 
@@ -180,15 +187,18 @@ def time_device_calls(
     the launch and stop are queued, and let go only then: the interval is the GPU running
     work already queued. A watchdog lets go of the gate if queueing stalls (a launch queue
     too deep to hold, a synchronizing call inside the launch), so nothing hangs; the
-    measurement then stops with DeviceTimingUnavailable."""
-    session.prepare(feeds)
-    session.enqueue()  # the first launch after a shape change does set-up work: not timed
-    session.sync()
+    measurement then stops with DeviceTimingUnavailable. Each batch is copied to the device
+    before its launch, outside the interval."""
+    for batch in feeds:  # the first launch after a shape change does set-up work: not timed
+        session.prepare(batch)
+        session.enqueue()
+        session.sync()
     min_duration_ns = int(min_duration_s * 1e9)
     samples: list[int] = []
     clock = time.perf_counter_ns
     started = clock()
     while len(samples) < min_runs or clock() - started < min_duration_ns:
+        session.prepare(feeds[len(samples) % len(feeds)])
         try:
             session.hold()
         except RuntimeError as err:
@@ -212,14 +222,14 @@ def time_device_calls(
     return np.asarray(samples)
 
 
-def measure_latency(session: Session, feeds: dict[str, np.ndarray], settings: LatencySettings) -> LatencyStats:
-    """Time `session.run(feeds)` one call at a time; batch is read off the feeds."""
+def measure_latency(session: Session, feeds: Feeds, settings: LatencySettings) -> LatencyStats:
+    """Time `session.run` on the batches in turn, one call at a time; batch is read off the feeds."""
     warm_up(session, feeds, settings)
     samples = time_calls(session, feeds, settings.min_runs, settings.min_duration_s)
-    return LatencyStats.from_samples(len(next(iter(feeds.values()))), samples)
+    return LatencyStats.from_samples(len(next(iter(feeds[0].values()))), samples)
 
 
-def harness_overhead(session: Session, feeds: dict[str, np.ndarray], pairs: int = 40) -> float:
+def harness_overhead(session: Session, feeds: Feeds, pairs: int = 40) -> float:
     """The harness's median over a bare timed loop's median, on the same session in
     this process: the median, over `pairs` back-to-back pairs of short chunks (which of
     the two goes first alternates), of each pair's ratio, so drift on the machine (slower
@@ -238,20 +248,23 @@ def harness_overhead(session: Session, feeds: dict[str, np.ndarray], pairs: int 
     return float(np.median(ratios))
 
 
-def bare_calls(session: Session, feeds: dict[str, np.ndarray], runs: int) -> np.ndarray:
-    """The least a timed loop can do: nanoseconds per `run`, nothing else."""
+def bare_calls(session: Session, feeds: Feeds, runs: int) -> np.ndarray:
+    """The least a timed loop can do: nanoseconds per `run`, nothing else (the batches
+    taken in turn, as the harness does)."""
     clock = time.perf_counter_ns
     run = session.run
+    count = len(feeds)
     samples = np.empty(runs, np.int64)
     for index in range(runs):
+        batch = feeds[index % count]
         begin = clock()
-        run(feeds)
+        run(batch)
         samples[index] = clock() - begin
     return samples
 
 
 def serve(
-    session: Session, feeds: dict[str, np.ndarray], rate_per_s: float, requests: int, concurrency: int, seed: int = 0
+    session: Session, feeds: Feeds, rate_per_s: float, requests: int, concurrency: int, seed: int = 0
 ) -> np.ndarray:
     """The server scenario: requests arrive at random (Poisson) at `rate_per_s` and are
     served by `concurrency` threads sharing the session. Returns each request's latency
@@ -262,7 +275,7 @@ def serve(
     lock = threading.Lock()
 
     def handle(index: int, due: int) -> None:
-        session.run(feeds)
+        session.run(feeds[index % len(feeds)])
         session.sync()
         with lock:
             latencies[index] = clock() - due

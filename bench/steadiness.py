@@ -47,7 +47,7 @@ class _FixedWork:
 
 def time_units(min_runs: int, min_duration_s: float) -> np.ndarray:
     """Nanoseconds per unit of work, until both the count and the duration are reached."""
-    return time_calls(_FixedWork(), {}, min_runs, min_duration_s)
+    return time_calls(_FixedWork(), [{}], min_runs, min_duration_s)
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,18 @@ def _load(state: dict, request: dict) -> dict:
         torch.set_num_threads(request["threads"])
         torch.set_num_interop_threads(1)
     baseline_rss = psutil.Process().memory_info().rss
-    feeds: dict[int, dict] = {}
+    stacked: dict[int, dict] = {}
     with np.load(request["feeds"], allow_pickle=False) as archive:
-        for key in archive.files:  # b<batch>__<input name>
+        for key in archive.files:  # b<batch>__<input name>: that batch size's batches, one after another
             batch, name = key.split("__", 1)
-            feeds.setdefault(int(batch[1:]), {})[name] = archive[key]
+            stacked.setdefault(int(batch[1:]), {})[name] = archive[key]
+    feeds = {
+        size: [{name: array[start : start + size] for name, array in arrays.items()}
+               for start in range(0, len(next(iter(arrays.values()))), size)]
+        for size, arrays in stacked.items()
+    }  # fmt: skip
     state["feeds"] = feeds
+    state["next_batch"] = dict.fromkeys(feeds, 0)
     artifact = Artifact.load(Path(request["artifact_dir"]))
     # runtimes that build for a range of shapes (ONNX Runtime's TensorRT provider) build
     # once for every batch this process will time
@@ -98,19 +104,20 @@ def _load(state: dict, request: dict) -> dict:
     return {"load_s": load_s, "baseline_rss_bytes": baseline_rss}
 
 
-def _profile(feeds: dict[int, dict]) -> dict:
-    """min/opt/max shape per input over the batches: opt and max the largest."""
+def _profile(feeds: dict[int, list]) -> dict:
+    """min/opt/max shape per input over the batch sizes: opt and max the largest."""
     profile = {}
-    for name in next(iter(feeds.values()), {}):
-        shapes = [batch[name].shape for batch in feeds.values()]
+    for name in next(iter(feeds.values()), [{}])[0]:
+        shapes = [batches[0][name].shape for batches in feeds.values()]
         low = tuple(min(sizes) for sizes in zip(*shapes, strict=True))
         high = tuple(max(sizes) for sizes in zip(*shapes, strict=True))
         profile[name] = (low, high, high)
     return profile
 
 
-def _feeds(state: dict, batch: int) -> dict:
-    return {spec.name: state["feeds"][batch][spec.name] for spec in state["session"].inputs}
+def _feeds(state: dict, batch: int) -> list[dict]:
+    names = [spec.name for spec in state["session"].inputs]
+    return [{name: feeds[name] for name in names} for feeds in state["feeds"][batch]]
 
 
 def _time(state: dict, request: dict) -> dict:
@@ -122,7 +129,9 @@ def _time(state: dict, request: dict) -> dict:
         warmup = warm_up(session, feeds, state["settings"])
     else:  # caches and thread pools went cold while the other processes ran
         warmup = len(time_calls(session, feeds, REWARM_RUNS, min(REWARM_S, request["min_duration_s"])))
-    samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"])
+    first = state["next_batch"][request["batch"]]
+    samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"], first)
+    state["next_batch"][request["batch"]] = first + len(samples)
     answer = {"samples_ns": samples.tolist(), "warmup_runs": warmup}
     if isinstance(session, DeviceTimed) and "no_device_time" not in state:
         try:

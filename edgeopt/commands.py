@@ -353,6 +353,6 @@ def bench_command(
                     for batch in batches:
                         batch_dim = session.inputs[0].shape[0]
                         sizes = {**dims, **({batch_dim: batch} if isinstance(batch_dim, str) else {})}
-                        stats = measure_latency(session, random_feeds(session.inputs, sizes), settings)
+                        stats = measure_latency(session, [random_feeds(session.inputs, sizes)], settings)
                         rows.append((path.name, runtime_id, count, stats))
     return rows

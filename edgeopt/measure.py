@@ -134,9 +134,15 @@ def latency_settings(settings: BenchSettings) -> LatencySettings:
     )
 
 
+# batches timed per batch size, taken in turn: spread over the held-out split, so a model
+# whose cost follows its input is timed on the data's mix (text: short and long passages)
+TIMED_BATCHES = 8
+
+
 def feed_arrays(test: Split, settings: BenchSettings) -> dict[str, np.ndarray]:
-    """What every round times: b<batch>__<input>, the first held-out samples at each batch size."""
-    return {f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batch(test, b).items()}
+    """What every round times: b<batch>__<input>, TIMED_BATCHES batches of held-out samples
+    one after another, the i-th starting i/TIMED_BATCHES of the way through the split."""
+    return {f"b{b}__{k}": v for b in settings.batch_sizes for k, v in _batches(test, b).items()}
 
 
 def make_row(job: Job, batch: int, measurement, artifact: Artifact, accuracy, settings: BenchSettings) -> Row:
@@ -215,7 +221,9 @@ def predict_here(artifact: Artifact, runtime_id: str, test: Split, settings: Ben
         return predict(session, test, accuracy_batch_size(artifact, settings))
 
 
-def _batch(split: Split, size: int) -> dict:
-    """The first `size` held-out samples, repeated if the split is smaller."""
-    index = np.arange(size) % len(split)
+def _batches(split: Split, size: int) -> dict:
+    """TIMED_BATCHES runs of `size` consecutive samples, spread evenly over the split
+    (wrapping round a split smaller than a batch)."""
+    starts = np.arange(TIMED_BATCHES) * len(split) // TIMED_BATCHES
+    index = (starts[:, None] + np.arange(size)).ravel() % len(split)
     return {name: np.ascontiguousarray(array[index]) for name, array in split.inputs.items()}

@@ -78,19 +78,19 @@ class SimulatedStream:
 def test_device_time_is_the_gpu_alone_not_the_hosts_enqueue():
     """0.05 ms of pushing kernels, 0.01 ms of running them: an event started on an idle
     stream would report 0.06 ms."""
-    samples = time_device_calls(SimulatedStream(push_ms=0.05, gpu_ms=0.01), {}, 5, 0.0)
+    samples = time_device_calls(SimulatedStream(push_ms=0.05, gpu_ms=0.01), [{}], 5, 0.0)
     assert np.allclose(samples, 10_000)
 
 
 def test_device_time_of_a_gpu_bound_model_is_its_gpu_time():
-    samples = time_device_calls(SimulatedStream(push_ms=0.05, gpu_ms=3.0), {}, 5, 0.0)
+    samples = time_device_calls(SimulatedStream(push_ms=0.05, gpu_ms=3.0), [{}], 5, 0.0)
     assert np.allclose(samples, 3_000_000)
 
 
 def test_a_gate_that_does_not_hold_is_refused_and_the_stream_let_go():
     stream = SimulatedStream(push_ms=0.05, gpu_ms=0.01, gate_holds=False)
     with pytest.raises(DeviceTimingUnavailable, match="ran before the gate opened"):
-        time_device_calls(stream, {}, 5, 0.0)
+        time_device_calls(stream, [{}], 5, 0.0)
     assert stream.releases == 1 and not stream.held
 
 
@@ -100,7 +100,7 @@ def test_a_stream_that_cannot_be_held_is_device_timing_unavailable():
             raise RuntimeError("cuStreamWaitValue32 failed (CUresult 801): this GPU or driver cannot hold a stream")
 
     with pytest.raises(DeviceTimingUnavailable, match="cannot hold a stream"):
-        time_device_calls(NoGate(0.05, 0.01), {}, 5, 0.0)
+        time_device_calls(NoGate(0.05, 0.01), [{}], 5, 0.0)
 
 
 def test_a_launch_that_stalls_behind_the_held_stream_is_let_go_by_the_watchdog(monkeypatch):
@@ -124,5 +124,5 @@ def test_a_launch_that_stalls_behind_the_held_stream_is_let_go_by_the_watchdog(m
 
     stream = DeepQueue()
     with pytest.raises(DeviceTimingUnavailable, match=r"did not hold, or queueing took over 0\.05 s"):
-        time_device_calls(stream, {}, 5, 0.0)
+        time_device_calls(stream, [{}], 5, 0.0)
     assert not stream.held

@@ -18,7 +18,8 @@ QUICK = LatencySettings(warmup_runs=2, min_runs=5, min_duration_s=0.0)
 @pytest.fixture
 def feeds(tmp_path, digits):
     path = tmp_path / "feeds.npz"
-    np.savez(path, b1__image=digits.test.inputs["image"][:1], b4__image=digits.test.inputs["image"][:4])
+    # batch 4 holds two batches, one after the other, which the rounds take in turn
+    np.savez(path, b1__image=digits.test.inputs["image"][:1], b4__image=digits.test.inputs["image"][:8])
     return path
 
 
@@ -95,7 +96,7 @@ def test_a_worker_that_cannot_load_its_artifact_says_so_in_one_line(digits_onnx,
 
 
 def test_warm_up_serve_and_overhead_in_process(digits_onnx, digits):
-    feeds = digits.test.take(0, 1)
+    feeds = [digits.test.take(0, 1), digits.test.take(1, 2)]
     with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
         assert warm_up(session, feeds, QUICK) >= 4  # two windows at least
         latencies = serve(session, feeds, rate_per_s=200.0, requests=20, concurrency=2)

@@ -17,7 +17,7 @@ def test_latency_stats_agree_with_numpy():
 
 
 def test_measure_latency_runs_until_count_and_duration_are_both_reached(digits_onnx, digits):
-    feeds = digits.test.take(0, 8)
+    feeds = [digits.test.take(0, 8)]
     with load("ort-cpu", digits_onnx, SessionOptions(threads=1)) as session:
         by_count = measure_latency(session, feeds, LatencySettings(warmup_runs=2, min_runs=25, min_duration_s=0))
         by_time = measure_latency(session, feeds, LatencySettings(warmup_runs=0, min_runs=1, min_duration_s=0.2))
@@ -73,3 +73,40 @@ def test_latency_stats_from_rounds_pool_the_rounds_and_take_the_interval_over_th
     stats = LatencyStats.from_rounds(1, rounds)
     assert stats.runs == 300 and stats.p50_ms == pytest.approx(np.median(np.concatenate(rounds)) / 1e6)
     assert stats.p50_ci_ms == pytest.approx(tuple(bound / 1e6 for bound in pooled_median_interval(rounds)))
+
+
+class _Recorder:
+    """A session that notes which batch each call was given, in order."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def run(self, feeds):
+        self.seen.append(int(feeds["x"][0]))
+        return {}
+
+    def sync(self) -> None:
+        pass
+
+
+def test_calls_take_the_batches_in_turn_from_where_the_last_round_stopped():
+    from bench.latency import time_calls
+
+    feeds = [{"x": np.array([index])} for index in range(3)]
+    session = _Recorder()
+    first = time_calls(session, feeds, 4, 0.0)
+    time_calls(session, feeds, 4, 0.0, first=len(first))
+    assert session.seen == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_timed_batches_are_spread_over_the_held_out_split():
+    from edgeopt.core.data import Split
+    from edgeopt.measure import TIMED_BATCHES, feed_arrays
+    from edgeopt.recipe import BenchSettings
+
+    split = Split({"x": np.arange(40)}, None)
+    arrays = feed_arrays(split, BenchSettings(batch_sizes=[1, 2]))
+    assert arrays["b1__x"].tolist() == [0, 5, 10, 15, 20, 25, 30, 35] and TIMED_BATCHES == 8
+    assert arrays["b2__x"].tolist() == [0, 1, 5, 6, 10, 11, 15, 16, 20, 21, 25, 26, 30, 31, 35, 36]
+    small = feed_arrays(Split({"x": np.arange(3)}, None), BenchSettings(batch_sizes=[2]))
+    assert set(small["b2__x"].tolist()) == {0, 1, 2}, "a split smaller than the batches wraps round"

@@ -194,7 +194,7 @@ def test_trt_device_time_is_taken_between_cuda_events(digits_onnx, digits, tmp_p
 
     engine = _engine(Store(tmp_path), digits_onnx, digits, "e")
     with load("trt", engine) as session:
-        feeds = digits.test.take(0, 32)
+        feeds = [digits.test.take(0, 32)]
         device = time_device_calls(session, feeds, 20, 0.0)
         end_to_end = time_calls(session, feeds, 20, 0.0)
     assert len(device) == 20 and (device > 0).all()
