@@ -22,8 +22,8 @@ from edgeopt.core.errors import DataError, ExportError, RecipeError, first_line
 from edgeopt.core.numeric import Tolerance
 from edgeopt.core.onnx_model import load_onnx, save_onnx
 from edgeopt.core.targets import Target, host_target, resolve
+from exporter.budget import Budget, fit_budget
 from exporter.transform import finish, keep_initializers_field, start
-from runtimes.base import SessionOptions
 from runtimes.openvino_ops import OPENVINO_RUNTIMES
 
 log = logging.getLogger(__name__)
@@ -49,20 +49,6 @@ _UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 # (onnxruntime #14229, TensorRT #3360): biases stay float, which TensorRT fuses into the layer.
 # With float biases the weight scales need no widening to keep int32 biases in range.
 _TENSORRT_BIASES = {"QuantizeBias": False, "QDQDisableWeightAdjustForInt32Bias": True}
-
-
-class Metric(StrEnum):
-    TOP1 = "top1"
-    COSINE = "cosine"
-
-
-class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    metric: Metric = Field(Metric.TOP1, description="top1 against labels, or mean cosine to the float model's outputs")
-    max_drop: float = Field(
-        0.005, ge=0, le=1, description="largest drop allowed from the float model (top1: 0.005 is half a point)"
-    )
 
 
 class QuantizeInt8Options(BaseModel):
@@ -187,7 +173,7 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         quantize([])
         if options.budget is not None:
             reader.rewind()
-            facts["budget"] = _fit_budget(
+            facts["budget"] = fit_budget(
                 prepared, output, quantize, options.budget, context, reader.get_next(), simulate, artifact.modules
             )
 
@@ -232,7 +218,7 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
             if context.evaluation is None:
                 raise DataError("quantize_dynamic with a budget needs evaluation samples (a dataset with real inputs)")
             probe = {spec.name: context.evaluation.inputs[spec.name][:16] for spec in artifact.io.inputs}
-            facts["budget"] = _fit_budget(
+            facts["budget"] = fit_budget(
                 prepared, output, quantize, options.budget, context, probe, simulate, artifact.modules
             )
 
@@ -302,112 +288,3 @@ def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
         log.warning("quantization pre-processing skipped: %s", first_line(err))
         return source, False
     return prepared, True
-
-
-def _fit_budget(
-    prepared: Path,
-    output: Path,
-    quantize,
-    budget: Budget,
-    context: StageContext,
-    feeds: dict,
-    simulate: bool,
-    modules: dict[str, str],
-) -> dict:
-    """Keep the most sensitive nodes in float, one more at a time, until the metric drop
-    is within budget; then put back in INT8 each kept node the budget holds without.
-    Returns what was kept and the metric at each step; what keeping them costs in latency
-    is the benchmark's to measure, beside the other rows."""
-    from bench.verify import simulated_options
-    from exporter.sensitivity import rank_nodes
-
-    evaluation = context.evaluation
-    if evaluation is None or (budget.metric is Metric.TOP1 and evaluation.labels is None):
-        raise DataError(f"an accuracy budget on {budget.metric} needs labelled evaluation samples")
-    # another target's INT8 is judged by its exact arithmetic, not by this CPU's kernels
-    int8_options = simulated_options(output) if simulate else SessionOptions()
-    float_outputs = _predict(prepared, evaluation, SessionOptions())
-    baseline = _metric(budget.metric, float_outputs, evaluation, float_outputs)
-
-    def write(kept: list[dict]) -> None:
-        quantize([k["node"] for k in kept])
-
-    def measure(kept: list[dict]) -> float:
-        write(kept)
-        return _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
-
-    measured = _metric(budget.metric, _predict(output, evaluation, int8_options), evaluation, float_outputs)
-    steps = [{"kept_float": 0, "metric": measured}]
-    kept: list[dict] = []
-    if baseline - measured > budget.max_drop:
-        for name, op_type, error in rank_nodes(prepared, output, feeds, output.parent):
-            kept.append({"node": name, "op_type": op_type, "local_error": error, "module": modules.get(name)})
-            measured = measure(kept)
-            steps.append({"kept_float": len(kept), "metric": measured})
-            if baseline - measured <= budget.max_drop:
-                break
-        if baseline - measured <= budget.max_drop:
-            kept, measured = _requantize_unneeded(kept, measure, write, baseline - budget.max_drop, steps)
-    all_float = bool(kept) and not _int8_weights_left(output)
-    if all_float:
-        log.warning(
-            "the accuracy budget kept every quantized node in float (all INT8: %s %.5f against %.5f): "
-            "the result computes in float; loosen the budget or quantize another way",
-            budget.metric,
-            steps[0]["metric"],
-            baseline,
-        )
-    return {
-        "metric": str(budget.metric),
-        "checked_on": f"{context.evaluation_on} split ({len(evaluation)} samples)",
-        "max_drop": budget.max_drop,
-        "float": baseline,
-        "int8": measured,
-        "met": baseline - measured <= budget.max_drop,
-        "kept_float": kept,
-        "all_float": all_float,
-        "steps": steps,
-    }
-
-
-def _requantize_unneeded(kept: list[dict], measure, write, floor: float, steps: list[dict]) -> tuple[list[dict], float]:
-    """Adding nodes one at a time overshoots: a node kept early can be needless once later
-    ones are float too. Try each kept node in INT8 again, the least sensitive first, and
-    leave it INT8 where the metric stays at `floor` or above. On all-MiniLM-L6-v2 (budget
-    0.004) this put 7 of 10 kept MatMuls back in INT8."""
-    measured = steps[-1]["metric"]
-    last_written = kept
-    for entry in kept[::-1]:
-        trial = [k for k in kept if k is not entry]
-        metric = measure(trial)
-        last_written = trial
-        accepted = metric >= floor
-        steps.append({"kept_float": len(trial), "metric": metric, "requantized": entry["node"], "accepted": accepted})
-        if accepted:
-            kept, measured = trial, metric
-    if last_written is not kept:  # the output file holds the last trial: write the kept set again
-        write(kept)
-    return kept, measured
-
-
-def _int8_weights_left(path: Path) -> bool:
-    """Whether any weight (an initializer of two dims or more) is still 8-bit."""
-    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    return any(t.data_type in eight_bit and len(t.dims) >= 2 for t in onnx.load(str(path)).graph.initializer)
-
-
-def _predict(path: Path, split, options: SessionOptions):
-    """The first output over a whole split."""
-    from bench.accuracy import predict
-    from runtimes.ort import open_model
-
-    session = open_model(path, "cpu", options)
-    return next(iter(predict(session, split, batch_size=64).values()))
-
-
-def _metric(metric: Metric, outputs, split, float_outputs) -> float:
-    from edgeopt.core.numeric import row_cosine
-
-    if metric is Metric.TOP1:
-        return float((outputs.argmax(axis=1) == split.labels).mean())
-    return float(row_cosine(float_outputs, outputs).mean())

@@ -175,7 +175,7 @@ def test_calibration_reader_is_seeded_and_feeds_whole_batches(digits, digits_onn
 
 @pytest.mark.parametrize("target", [Target.X86_AVX2, Target.X86_VNNI])
 def test_tight_budget_keeps_the_most_sensitive_nodes_in_float(target, digits_simplified, digits, tmp_path):
-    from exporter.quantize import Budget
+    from exporter.budget import Budget
     from exporter.sensitivity import quantized_nodes
 
     context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
@@ -206,7 +206,7 @@ def test_tight_budget_keeps_the_most_sensitive_nodes_in_float(target, digits_sim
 
 
 def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path):
-    from exporter.quantize import Budget
+    from exporter.budget import Budget
 
     options = QuantizeInt8Options(budget=Budget(metric="cosine", max_drop=0.01))
     context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
@@ -216,7 +216,7 @@ def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path)
 
 def test_budget_met_only_in_float_says_no_int8_is_left(digits_simplified, digits, tmp_path, caplog):
     from bench.report.notes import budget_note
-    from exporter.quantize import Budget
+    from exporter.budget import Budget
 
     options = QuantizeInt8Options(budget=Budget(metric="cosine", max_drop=1e-12))
     context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
@@ -231,7 +231,7 @@ def test_budget_met_only_in_float_says_no_int8_is_left(digits_simplified, digits
 def test_budget_on_top1_needs_labels(digits_simplified, digits, tmp_path):
     from edgeopt.core.data import Split
     from edgeopt.core.errors import DataError
-    from exporter.quantize import Budget
+    from exporter.budget import Budget
 
     unlabelled = Split(digits.test.inputs, None)
     context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=unlabelled)
