@@ -35,6 +35,7 @@ from exporter.simplify import SimplifyOptions, simplify
 from exporter.smooth import SmoothActivationsOptions, smooth_activations
 from exporter.torch_export import ExportOnnxOptions, export_onnx
 from exporter.transformer import OptimizeTransformerOptions, optimize_transformer
+from exporter.trim_padding import TrimPaddingOptions, trim_padding
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,18 @@ STAGES: dict[str, Stage] = {
         Format.ONNX,
         "FP32 weights → BF16 (BF16 compute where the runtime has it), verified in BF16 arithmetic",
     ),
+    "trim_padding": Stage(
+        trim_padding,
+        TrimPaddingOptions,
+        1,
+        Format.ONNX,
+        Format.ONNX,
+        "token inputs sliced to the batch's longest real sequence, read off the attention mask",
+    ),
     "quantize_int8": Stage(
         quantize_int8,
         QuantizeInt8Options,
-        9,
+        10,  # 10: a budget puts back in INT8 what it holds without
         Format.ONNX,
         Format.ONNX,
         "static INT8 (QDQ), calibrated",
@@ -111,7 +120,7 @@ STAGES: dict[str, Stage] = {
     "quantize_dynamic": Stage(
         quantize_dynamic,
         QuantizeDynamicOptions,
-        6,  # 6: not for OpenVINO where it holds QAttention
+        7,  # 7: a budget puts back in INT8 what it holds without
         Format.ONNX,
         Format.ONNX,
         "INT8 weights, activations per call",

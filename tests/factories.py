@@ -54,6 +54,23 @@ def tiny_bert(attention: str = "sdpa") -> nn.Module:
     return Encoder()
 
 
+def tiny_bert_pooled() -> nn.Module:
+    """tiny_bert with a sentence-embedding head: the mean of the real tokens' states."""
+    encoder = tiny_bert()
+
+    class Pooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            states = self.encoder(input_ids, attention_mask, token_type_ids)
+            weights = attention_mask.unsqueeze(-1).to(states.dtype)
+            return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    return Pooled()
+
+
 def overflows_fp16() -> nn.Module:
     """Intermediate values near 1e5, beyond FP16's 65504, scaled back before the output."""
 

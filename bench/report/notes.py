@@ -3,18 +3,20 @@ kept in float and what that costs, and where an INT8 artifact is not faster than
 
 from __future__ import annotations
 
+from bench.recommend import float_ancestor
+
 
 def int8_notes(document: dict) -> list[str]:
     """Say plainly where an INT8 artifact is not faster than its float parent, and why."""
     artifacts = document["artifacts"]
-    by_sha = {artifact["sha256"]: name for name, artifact in artifacts.items()}
+    measured = {row["variant"] for row in document["rows"]}
     p50 = {(r["variant"], _on(r), r["batch"], r["threads"]): r["latency"]["p50_ms"] for r in document["rows"]}
     vnni = {"avx512_vnni", "avx_vnni"} & set(document["machine"]["cpu_flags"])
     notes = []
     for name, artifact in artifacts.items():
         if not artifact["precision"].startswith("int8"):
             continue
-        parent = by_sha.get(artifact["parent"])
+        parent = float_ancestor(name, artifacts, measured)  # an INT8 parent's own (trim_padding of INT8)
         budget = artifact["facts"].get("budget")
         if budget:
             notes.append(budget_note(name, budget, document))

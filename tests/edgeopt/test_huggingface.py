@@ -60,6 +60,7 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
                     "tolerance": {"atol": 0.001, "rtol": 0.01, "min_cosine": 0.9999},
                 },
             },
+            "trimmed": {"stage": "trim_padding", "from": "fused-cpu"},
             "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
             "onnx-smoothed": {"stage": "export_onnx", "from": "smoothed", "options": {"exporter": "torchscript"}},
             "int8": {
@@ -97,6 +98,9 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     assert budget["met"] == (budget["float"] - budget["int8"] <= 0.00001)
     assert budget["kept_float"] and budget["kept_float"][0]["op_type"] == "MatMul"
     rows = {row["variant"]: row["accuracy"] for row in results["rows"]}
+    # the fused graph cut to each batch's longest passage answers as the untrimmed one
+    assert artifacts["trimmed"]["verification"]["passed"]
+    assert rows["trimmed"]["overlap_at_10"] == 1.0 and rows["trimmed"]["cosine_min"] > 0.99999
     assert rows["onnx"]["overlap_at_10"] == 1.0 and rows["onnx"]["agreement_top1"] is None
     assert 0.5 < rows["int8"]["overlap_at_10"] <= 1.0 and rows["int8"]["cosine_mean"] > 0.99
     report = (out / "report.md").read_text()
