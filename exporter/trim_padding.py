@@ -2,8 +2,8 @@
 on the real tokens only.
 
 Serving stacks with static shapes pad every request to one length (128 tokens here), and
-a sentence is mostly padding: the pydoc passages `make bench` embeds hold 48 real tokens
-at the median, the queries 26. The trimmed graph reads the longest real sequence of the
+a sentence is mostly padding: the pydoc passages `make bench` embeds hold 48.5 real tokens
+at the median, the queries 25.5. The trimmed graph reads the longest real sequence of the
 batch off the attention mask (the last position any row attends to) and slices every
 token input to it, so the padding at the end of the rows is never computed: what a
 tokenizer padding each batch to its longest sequence gives, with the fixed-shape inputs

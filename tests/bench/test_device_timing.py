@@ -126,3 +126,19 @@ def test_a_launch_that_stalls_behind_the_held_stream_is_let_go_by_the_watchdog(m
     with pytest.raises(DeviceTimingUnavailable, match=r"did not hold, or queueing took over 0\.05 s"):
         time_device_calls(stream, [{}], 5, 0.0)
     assert not stream.held
+
+
+def test_several_batches_are_copied_in_turn_outside_the_interval():
+    class Counting(SimulatedStream):
+        def __init__(self, push_ms: float, gpu_ms: float):
+            super().__init__(push_ms, gpu_ms)
+            self.prepared: list[int] = []
+
+        def prepare(self, feeds) -> None:
+            self.prepared.append(feeds["n"])
+            super().prepare(feeds)
+
+    stream = Counting(push_ms=0.05, gpu_ms=0.01)
+    samples = time_device_calls(stream, [{"n": 0}, {"n": 1}], 4, 0.0)
+    assert np.allclose(samples, 10_000), "the copies stay outside the events"
+    assert stream.prepared == [0, 1, 0, 1, 0, 1]  # set-up launches, then one per timed call
