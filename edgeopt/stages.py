@@ -31,6 +31,7 @@ from exporter.engine import BuildTrtOptions, build_trt, with_batch_range
 from exporter.fp16 import ConvertFp16Options, convert_fp16
 from exporter.quantize import QuantizeDynamicOptions, QuantizeInt8Options, quantize_dynamic, quantize_int8
 from exporter.quantize_nncf import QuantizeNncfOptions, quantize_nncf
+from exporter.remove_padding import RemovePaddingOptions, remove_padding
 from exporter.simplify import SimplifyOptions, simplify
 from exporter.smooth import SmoothActivationsOptions, smooth_activations
 from exporter.torch_export import ExportOnnxOptions, export_onnx
@@ -107,6 +108,14 @@ STAGES: dict[str, Stage] = {
         Format.ONNX,
         Format.ONNX,
         "token inputs sliced to the batch's longest real sequence, read off the attention mask",
+    ),
+    "remove_padding": Stage(
+        remove_padding,
+        RemovePaddingOptions,
+        1,
+        Format.TORCH,
+        Format.TORCH,
+        "a BERT-style encoder's Linears run on the batch's real tokens only, packed; attention padded",
     ),
     "quantize_int8": Stage(
         quantize_int8,

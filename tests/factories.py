@@ -97,3 +97,19 @@ def wide_mlp(hidden: int = 4096) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)
     )
+
+
+def tiny_bert_mean_of_all() -> nn.Module:
+    """tiny_bert averaged over every position, padding included: its output depends on what
+    the padded positions compute."""
+    encoder = tiny_bert()
+
+    class MeanOfAll(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.encoder(input_ids, attention_mask, token_type_ids).mean(dim=1)
+
+    return MeanOfAll()

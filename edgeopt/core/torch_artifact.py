@@ -1,6 +1,8 @@
 """The torch artifact: a module's state dict in `weights.pt`, and the `TorchSource` that
 rebuilds its structure (a factory and its kwargs, or a whole-model file: a TorchScript
-archive, an exported program, or a pickled module the recipe trusted).
+archive, an exported program, or a pickled module the recipe trusted). The source is also
+written to `source.json`, so the artifact's hash covers its structure: an edit that keeps
+every weight (`remove_padding`) is another artifact.
 
 Every stage and runtime saves and rebuilds torch artifacts here, with the same errors.
 State dicts load with `torch.load(weights_only=True)`: tensors only, no pickled objects.
@@ -9,6 +11,7 @@ State dicts load with `torch.load(weights_only=True)`: tensors only, no pickled 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 WEIGHTS_FILE = "weights.pt"
+SOURCE_FILE = "source.json"
 
 
 def instantiate(source: TorchSource, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -159,6 +163,7 @@ def save_module(
     path = out_dir / WEIGHTS_FILE
     try:
         torch.save(module.state_dict(), path)
+        (out_dir / SOURCE_FILE).write_text(json.dumps(dataclasses.asdict(source), sort_keys=True, default=str))
     except RuntimeError as err:  # torch reports a refused write (full disk, size limit) as an iostream error
         raise output_error(out_dir.parent, err) from err
     figures = {

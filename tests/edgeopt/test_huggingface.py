@@ -41,7 +41,7 @@ def test_sentence_embedding_is_the_masked_mean_normalised(bert_dir):
 
 def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     """Default data is Python's documentation through the model's own tokenizer; the report
-    scores cosine and retrieval overlap; fusion, smoothing and a budgeted dynamic INT8 run."""
+    scores cosine and retrieval overlap; fusion, smoothing, padding removal and a budgeted dynamic INT8 run."""
     recipe = {
         "name": "hf",
         "model": {"huggingface": str(bert_dir)},
@@ -62,6 +62,8 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
             },
             "trimmed": {"stage": "trim_padding", "from": "fused-cpu"},
             "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
+            "smoothed-packed": {"stage": "remove_padding", "from": "smoothed", "runtimes": []},
+            "onnx-packed": {"stage": "export_onnx", "from": "smoothed-packed", "options": {"exporter": "torchscript"}},
             "onnx-smoothed": {"stage": "export_onnx", "from": "smoothed", "options": {"exporter": "torchscript"}},
             "int8": {
                 "stage": "quantize_dynamic",
@@ -98,6 +100,10 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     assert budget["met"] == (budget["float"] - budget["int8"] <= 0.00001)
     assert budget["kept_float"] and budget["kept_float"][0]["op_type"] == "MatMul"
     rows = {row["variant"]: row["accuracy"] for row in results["rows"]}
+    # the smoothed encoder run on the real tokens alone answers as the smoothed one padded
+    assert artifacts["smoothed-packed"]["facts"]["padding_removed"]["encoders"] == ["body"]
+    assert rows["onnx-packed"]["overlap_at_10"] == rows["onnx-smoothed"]["overlap_at_10"]
+    assert rows["onnx-packed"]["cosine_min"] == pytest.approx(rows["onnx-smoothed"]["cosine_min"], abs=1e-5)
     # the fused graph cut to each batch's longest passage answers as the untrimmed one
     assert artifacts["trimmed"]["verification"]["passed"]
     assert rows["trimmed"]["overlap_at_10"] == rows["fused-cpu"]["overlap_at_10"]

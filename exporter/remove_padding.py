@@ -1,0 +1,191 @@
+"""The `remove_padding` stage: a BERT-style encoder whose per-token layers compute on the
+batch's real tokens only.
+
+A batch of texts padded to one length is mostly padding (the pydoc passages `make bench`
+embeds hold 48.5 real tokens of 128 at the median). `trim_padding` cuts the batch to its
+longest text, which leaves a batch of 8 at 128 as soon as one text fills it. Here the
+real tokens of every row are gathered into one packed [tokens, hidden] matrix, and the
+Linear layers, LayerNorms and GELUs (most of the work) run on it; only attention goes
+back to the padded [batch, heads, length, length] layout, which its mask needs. The
+Linears' GEMMs then cost what the batch's text costs, whatever its longest row. This is
+the "remove padding" of FasterTransformer and of ONNX Runtime's packed attention (a CUDA
+kernel); here it is plain ONNX (NonZero, Gather), so every runtime reads it.
+
+Exact where the outputs are per sequence and pool over the mask (a sentence embedding):
+the real tokens see what they saw before, and a padded position's state, read from a
+real token's row, is never attended to and is multiplied by zero in the pooling.
+Dynamic INT8 quantizes each call's activations by their range, which then leaves out
+the padded tokens: an INT8 descendant's outputs move a little, toward FP32.
+
+torch artifact → torch artifact (rebuilt by `padding_removed` from its parent's source;
+the state dict keeps its names, so later stages find the same layers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeopt.core.artifact import Artifact, TorchSource
+from edgeopt.core.context import StageContext
+from edgeopt.core.errors import ExportError, RecipeError
+from edgeopt.core.numeric import Tolerance, compare_outputs, describe_failures
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_LAYER_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output",
+                "intermediate", "output")  # fmt: skip
+
+
+class RemovePaddingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tolerance: Tolerance = Field(
+        Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
+        description="agreement with the padded model on the probe, whose texts are padded",
+    )
+
+
+def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: StageContext) -> Artifact:
+    import torch
+
+    from edgeopt.core.torch_artifact import factory_source, load_module, save_derived
+
+    parent = factory_source(artifact, "remove_padding")
+    module = load_module(artifact)
+    encoders = _encoders(module)
+    if not encoders:
+        raise RecipeError(
+            "remove_padding: the model holds no BERT-style encoder (embeddings, then encoder.layer[i] with "
+            "attention.self.query/key/value, attention.output, intermediate and output)"
+        )
+    feeds = [torch.from_numpy(context.probe[spec.name]) for spec in artifact.io.inputs]
+    outputs = [spec.name for spec in artifact.io.outputs]
+    with torch.inference_mode():
+        expected = dict(zip(outputs, _tuple(module(*feeds)), strict=True))
+    lengths = {feed.shape[1] for feed in feeds if feed.ndim == 2}
+    per_token = [name for name, out in expected.items() if out.ndim >= 3 and out.shape[1] in lengths]
+    if per_token:
+        raise ExportError(
+            f"{artifact.path}: output {per_token[0]!r} is per token, and a padded position's state is not "
+            "computed once padding is removed: remove padding from models whose outputs are per sequence"
+        )
+    _pack(module, encoders)
+    with torch.inference_mode():
+        actual = dict(zip(outputs, _tuple(module(*feeds)), strict=True))
+    agreement = compare_outputs(
+        {n: t.numpy() for n, t in expected.items()},
+        {n: t.numpy() for n, t in actual.items()},
+        options.tolerance,
+        reference_name="the padded model",
+    )
+    if not agreement.passed:
+        raise ExportError(
+            f"{artifact.path}: removing padding changes the outputs ({describe_failures(agreement)}); the model "
+            "must mask padding out (an attention mask, pooling over the mask)"
+        )
+    source = TorchSource(f"{__name__}:padding_removed", {"base": dataclasses.asdict(parent), "encoders": encoders})
+    max_abs = max(output.max_abs for output in agreement.outputs)
+    facts = {"padding_removed": {"encoders": encoders, "max_abs_against_padded": max_abs}}
+    return save_derived(module, artifact, source, context, stage="remove_padding", options=options, facts=facts)
+
+
+def padding_removed(base: dict, encoders: list[str]) -> nn.Module:
+    """The parent's module with each named encoder run on the real tokens only."""
+    from edgeopt.core.torch_artifact import from_record
+
+    return _pack(from_record(base), encoders)
+
+
+def _pack(module: nn.Module, encoders: list[str]) -> nn.Module:
+    for name in encoders:
+        owner_name, _, child = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        setattr(owner, child, _packed_class()(owner.get_submodule(child)))
+    return module
+
+
+def _encoders(module: nn.Module) -> list[str]:
+    """The names of the BERT-style encoders in the module (the outermost, once each)."""
+    from torch import nn
+
+    found: list[str] = []
+    for name, sub in module.named_modules():
+        if not name or any(name.startswith(f"{outer}.") for outer in found):
+            continue
+        layers = getattr(getattr(sub, "encoder", None), "layer", None)
+        if not (hasattr(sub, "embeddings") and isinstance(layers, nn.ModuleList) and len(layers)):
+            continue
+        if all(_has(layer, part) for layer in layers for part in _LAYER_PARTS) and not _decoder(sub):
+            found.append(name)
+    return found
+
+
+def _has(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _decoder(encoder: nn.Module) -> bool:
+    config = getattr(encoder, "config", None)
+    return bool(getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False))
+
+
+def _tuple(outputs) -> tuple:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def _packed_class():
+    """Defined on first use: torch is imported inside functions (`import edgeopt` stays light)."""
+    import torch
+    from torch import nn
+
+    class PackedEncoder(nn.Module):
+        """A BERT-style encoder's forward on packed real tokens; its children are the
+        encoder's own, under the same names, so its state dict is unchanged."""
+
+        def __init__(self, encoder: nn.Module):
+            super().__init__()
+            for child_name, child in encoder.named_children():
+                self.add_module(child_name, child)
+            self.config = getattr(encoder, "config", None)
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_unused):
+            from transformers.modeling_outputs import BaseModelOutput
+
+            batch, length = input_ids.shape
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            hidden = self.embeddings(input_ids=input_ids, **extra)
+            width = hidden.shape[-1]
+            attends = attention_mask.reshape(-1)
+            real = attends.nonzero().squeeze(1)
+            # each padded position reads a real token's row: attention's mask never attends
+            # to it, and pooling over the mask multiplies it by zero
+            row = (attends.cumsum(0) - 1).clamp(min=0)
+            tokens = hidden.reshape(-1, width).index_select(0, real)
+            bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+            for layer in self.encoder.layer:
+                attention = layer.attention.self
+                heads, size = attention.num_attention_heads, attention.attention_head_size
+
+                def padded(x, heads=heads, size=size):
+                    return x.index_select(0, row).view(batch, length, heads, size).transpose(1, 2)
+
+                query, key, value = (
+                    padded(linear(tokens)) for linear in (attention.query, attention.key, attention.value)
+                )
+                scores = query @ key.transpose(-1, -2) * (size**-0.5) + bias
+                context = (scores.softmax(dim=-1) @ value).transpose(1, 2).reshape(batch * length, heads * size)
+                tokens = layer.attention.output(context.index_select(0, real), tokens)
+                tokens = layer.output(layer.intermediate(tokens), tokens)
+            return BaseModelOutput(last_hidden_state=tokens.index_select(0, row).view(batch, length, width))
+
+    return PackedEncoder
