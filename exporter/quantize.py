@@ -208,6 +208,9 @@ def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, contex
 
     def run(prepared: Path, output: Path) -> None:
         def quantize(excluded: list[str]) -> None:
+            # the dynamic quantizer first rewrites each Gemm as MatMul `<name>_MatMul` plus Add,
+            # then excludes by the new names: a Gemm kept float is named both ways
+            excluded = [*excluded, *(f"{name}_MatMul" for name in excluded)]
             ort_quantize_dynamic(
                 str(prepared), str(output), per_channel=options.per_channel, weight_type=QuantType.QInt8,
                 op_types_to_quantize=options.op_types, nodes_to_exclude=excluded, extra_options=_UNTYPED_AS_FLOAT,

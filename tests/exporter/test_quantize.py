@@ -205,6 +205,20 @@ def test_tight_budget_keeps_the_most_sensitive_nodes_in_float(target, digits_sim
     assert all(step["metric"] >= budget["float"] - error / 2 for step in trials.values() if step["accepted"])
 
 
+def test_dynamic_budget_keeps_a_gemm_in_float(digits_onnx_torchscript, digits, tmp_path):
+    """ONNX Runtime's dynamic quantizer renames each Gemm before it excludes nodes: a Gemm the
+    budget keeps must still come out float."""
+    from exporter.budget import Budget
+
+    gemms = [n.name for n in onnx.load(str(digits_onnx_torchscript.path)).graph.node if n.op_type == "Gemm"]
+    assert gemms, "the TorchScript exporter writes the classifier's Linear as Gemm"
+    context = StageContext(tmp_path, digits.probe(), calibration=digits.train, evaluation=digits.test)
+    options = QuantizeDynamicOptions(budget=Budget(metric="cosine", max_drop=1e-12))
+    budget = quantize_dynamic(digits_onnx_torchscript, options, context).facts["budget"]
+    assert set(gemms) <= {k["node"] for k in budget["kept_float"]}
+    assert budget["met"] and budget["all_float"], "with every node float, the metric is the float model's"
+
+
 def test_loose_budget_keeps_everything_int8(digits_simplified, digits, tmp_path):
     from exporter.budget import Budget
 
