@@ -112,7 +112,7 @@ STAGES: dict[str, Stage] = {
     "remove_padding": Stage(
         remove_padding,
         RemovePaddingOptions,
-        1,
+        2,  # 2: a batch of padding alone computes its first position
         Format.TORCH,
         Format.TORCH,
         "a BERT-style encoder's Linears run on the batch's real tokens only, packed; attention padded",

@@ -165,11 +165,14 @@ def _packed_class():
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             hidden = self.embeddings(input_ids=input_ids, **extra)
             width = hidden.shape[-1]
-            attends = attention_mask.reshape(-1)
-            real = attends.nonzero().squeeze(1)
-            # each padded position reads a real token's row: attention's mask never attends
-            # to it, and pooling over the mask multiplies it by zero
-            row = (attends.cumsum(0) - 1).clamp(min=0)
+            # the first position is computed even where it is padding, so a batch of padding
+            # alone still has a row to read; the mask keeps it out of attention and pooling
+            first = torch.arange(batch * length, device=input_ids.device) == 0
+            computed = (attention_mask.reshape(-1) != 0) | first
+            real = computed.nonzero().squeeze(1)
+            # each padded position reads a computed token's row: attention's mask never
+            # attends to it, and pooling over the mask multiplies it by zero
+            row = computed.long().cumsum(0) - 1
             tokens = hidden.reshape(-1, width).index_select(0, real)
             bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
             for layer in self.encoder.layer:

@@ -71,8 +71,24 @@ def test_packed_export_gathers_the_real_tokens_for_its_linears(tmp_path_factory,
     assert {outputs[name].shape for name in linear_inputs} == {(real, 64), (real, 128)}, "real tokens alone"
     with load("ort-cpu", padded, SessionOptions(threads=1)) as session:
         expected = session.run(feeds)
+        nothing = {key: np.zeros_like(value[:1]) for key, value in feeds.items()}
+        expected_nothing = session.run(nothing)
     name = exported.io.outputs[0].name
     np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5)
+    with load("ort-cpu", exported, SessionOptions(threads=1)) as session:
+        np.testing.assert_allclose(session.run(nothing)[name], expected_nothing[name], atol=1e-5)
+
+
+def test_a_batch_of_padding_alone_answers_as_the_padded_model(pooled_torch, packed):
+    import torch
+
+    feeds = {name: torch.zeros(3, 8, dtype=torch.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    feeds["attention_mask"][1, :2] = 1  # one row with two real tokens, after a row of padding
+    for batch in (feeds, {name: value[:1] for name, value in feeds.items()}):
+        with torch.inference_mode():
+            expected = load_module(pooled_torch)(*batch.values())
+            actual = load_module(packed)(*batch.values())
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_outputs_per_token_are_refused(bert_torch, bert_probe, tmp_path):
