@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 _LAYER_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output",
                 "intermediate", "output")  # fmt: skip
+_HEAD_SIZES = ("num_attention_heads", "attention_head_size")
 
 
 class RemovePaddingOptions(BaseModel):
@@ -119,17 +120,19 @@ def _encoders(module: nn.Module) -> list[str]:
         layers = getattr(getattr(sub, "encoder", None), "layer", None)
         if not (hasattr(sub, "embeddings") and isinstance(layers, nn.ModuleList) and len(layers)):
             continue
-        if all(_has(layer, part) for layer in layers for part in _LAYER_PARTS) and not _decoder(sub):
+        if all(_bert_layer(layer) for layer in layers) and not _decoder(sub):
             found.append(name)
     return found
 
 
-def _has(module: nn.Module, path: str) -> bool:
+def _bert_layer(layer: nn.Module) -> bool:
+    """A layer whose parts the packed forward calls, by BERT's names."""
     try:
-        module.get_submodule(path)
+        for path in _LAYER_PARTS:
+            layer.get_submodule(path)
     except AttributeError:
         return False
-    return True
+    return all(hasattr(layer.attention.self, name) for name in _HEAD_SIZES)
 
 
 def _decoder(encoder: nn.Module) -> bool:
@@ -169,11 +172,11 @@ def _packed_class():
             # alone still has a row to read; the mask keeps it out of attention and pooling
             first = torch.arange(batch * length, device=input_ids.device) == 0
             computed = (attention_mask.reshape(-1) != 0) | first
-            real = computed.nonzero().squeeze(1)
+            positions = computed.nonzero().squeeze(1)
             # each padded position reads a computed token's row: attention's mask never
             # attends to it, and pooling over the mask multiplies it by zero
             row = computed.long().cumsum(0) - 1
-            tokens = hidden.reshape(-1, width).index_select(0, real)
+            tokens = hidden.reshape(-1, width).index_select(0, positions)
             bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
             for layer in self.encoder.layer:
                 attention = layer.attention.self
@@ -187,7 +190,7 @@ def _packed_class():
                 )
                 scores = query @ key.transpose(-1, -2) * (size**-0.5) + bias
                 context = (scores.softmax(dim=-1) @ value).transpose(1, 2).reshape(batch * length, heads * size)
-                tokens = layer.attention.output(context.index_select(0, real), tokens)
+                tokens = layer.attention.output(context.index_select(0, positions), tokens)
                 tokens = layer.output(layer.intermediate(tokens), tokens)
             return BaseModelOutput(last_hidden_state=tokens.index_select(0, row).view(batch, length, width))
 
