@@ -24,6 +24,7 @@ the state dict keeps its names, so later stages find the same layers).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +54,7 @@ class RemovePaddingOptions(BaseModel):
 def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: StageContext) -> Artifact:
     import torch
 
-    from edgeopt.core.torch_artifact import factory_source, load_module, save_derived
+    from edgeopt.core.torch_artifact import factory_source, load_module, output_tuple, save_derived
 
     parent = factory_source(artifact, "remove_padding")
     module = load_module(artifact)
@@ -66,7 +67,7 @@ def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: S
     feeds = [torch.from_numpy(context.probe[spec.name]) for spec in artifact.io.inputs]
     outputs = [spec.name for spec in artifact.io.outputs]
     with torch.inference_mode():
-        expected = dict(zip(outputs, _tuple(module(*feeds)), strict=True))
+        expected = dict(zip(outputs, output_tuple(module(*feeds)), strict=True))
     lengths = {feed.shape[1] for feed in feeds if feed.ndim == 2}
     per_token = [name for name, out in expected.items() if out.ndim >= 3 and out.shape[1] in lengths]
     if per_token:
@@ -76,7 +77,7 @@ def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: S
         )
     _pack(module, encoders)
     with torch.inference_mode():
-        actual = dict(zip(outputs, _tuple(module(*feeds)), strict=True))
+        actual = dict(zip(outputs, output_tuple(module(*feeds)), strict=True))
     agreement = compare_outputs(
         {n: t.numpy() for n, t in expected.items()},
         {n: t.numpy() for n, t in actual.items()},
@@ -140,10 +141,7 @@ def _decoder(encoder: nn.Module) -> bool:
     return bool(getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False))
 
 
-def _tuple(outputs) -> tuple:
-    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-
-
+@functools.cache
 def _packed_class():
     """Defined on first use: torch is imported inside functions (`import edgeopt` stays light)."""
     import torch

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeopt.core.artifact import Artifact, Format
 from edgeopt.core.errors import RuntimeUnavailable
-from edgeopt.core.torch_artifact import load_module
+from edgeopt.core.torch_artifact import load_module, output_tuple
 from runtimes.base import Availability, SessionBase, SessionOptions
 
 
@@ -56,7 +56,7 @@ class TorchSession(SessionBase):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._forward(self._tensors(feeds))
-        tensors = result if isinstance(result, (tuple, list)) else (result,)
+        tensors = output_tuple(result)
         if self._half:
             tensors = [t.float() if t.is_floating_point() else t for t in tensors]
         # .cpu() copies off the GPU; on the CPU the fresh output tensor is ours to hand over

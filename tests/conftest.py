@@ -131,14 +131,14 @@ def bert_probe():
     }
 
 
-def build_factory(tmp_path_factory, factory: str, inputs, probe):
+def build_factory(tmp_path_factory, factory: str, inputs, probe, kwargs: dict | None = None):
     """A factory model as a torch artifact in a store of its own."""
     from edgeopt.core.artifact import TorchSource
     from edgeopt.sources import load_factory
     from edgeopt.store import Store
 
     store = Store(tmp_path_factory.mktemp(factory.replace(":", "-")))
-    source = TorchSource(factory, {}, str(Path(__file__).parent))
+    source = TorchSource(factory, kwargs or {}, str(Path(__file__).parent))
     return store.build("2" * 64, lambda out: load_factory(source, None, inputs, None, out, probe))
 
 

@@ -54,8 +54,9 @@ def tiny_bert(attention: str = "sdpa") -> nn.Module:
     return Encoder()
 
 
-def tiny_bert_pooled() -> nn.Module:
-    """tiny_bert with a sentence-embedding head: the mean of the real tokens' states."""
+def tiny_bert_pooled(masked: bool = True) -> nn.Module:
+    """tiny_bert with a sentence-embedding head: the mean of the real tokens' states, or with
+    masked=False of every position's, padding included (an output the padding changes)."""
     encoder = tiny_bert()
 
     class Pooled(nn.Module):
@@ -65,7 +66,11 @@ def tiny_bert_pooled() -> nn.Module:
 
         def forward(self, input_ids, attention_mask, token_type_ids):
             states = self.encoder(input_ids, attention_mask, token_type_ids)
-            weights = attention_mask.unsqueeze(-1).to(states.dtype)
+            weights = (
+                (attention_mask if masked else attention_mask.new_ones(attention_mask.shape))
+                .unsqueeze(-1)
+                .to(states.dtype)
+            )
             return (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
     return Pooled()
@@ -97,19 +102,3 @@ def wide_mlp(hidden: int = 4096) -> nn.Module:
     return nn.Sequential(
         nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10)
     )
-
-
-def tiny_bert_mean_of_all() -> nn.Module:
-    """tiny_bert averaged over every position, padding included: its output depends on what
-    the padded positions compute."""
-    encoder = tiny_bert()
-
-    class MeanOfAll(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.encoder(input_ids, attention_mask, token_type_ids).mean(dim=1)
-
-    return MeanOfAll()

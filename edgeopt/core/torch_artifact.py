@@ -33,6 +33,11 @@ WEIGHTS_FILE = "weights.pt"
 SOURCE_FILE = "source.json"
 
 
+def output_tuple(outputs) -> tuple:
+    """A forward's outputs as a tuple: one tensor or several."""
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
 def instantiate(source: TorchSource, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
     """A fresh module from the source's factory (weights as the factory makes them);
     `kwargs` replaces the source's."""
@@ -131,7 +136,7 @@ def module_io(module: torch.nn.Module, inputs: tuple[TensorSpec, ...], names, pr
     except Exception as err:  # the user's forward() can raise anything on a shape mismatch
         shapes = [tuple(e.shape) for e in example]
         raise ModelLoadError(f"the model fails on the sample inputs {shapes}: {first_line(err)}") from err
-    tensors = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    tensors = output_tuple(outputs)
     if names is None:
         names = ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
     if len(names) != len(tensors):
@@ -220,8 +225,7 @@ def check_rebuild(module: torch.nn.Module, artifact: Artifact, probe: dict[str, 
     rebuilt = load_module(artifact)
     with torch.inference_mode():
         expected, actual = eval_mode(module)(*feeds), rebuilt(*feeds)
-    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-    actual = actual if isinstance(actual, (tuple, list)) else (actual,)
+    expected, actual = output_tuple(expected), output_tuple(actual)
     names = [spec.name for spec in artifact.io.outputs]
     return compare_outputs(
         {n: t.numpy() for n, t in zip(names, expected, strict=True)},
