@@ -112,10 +112,10 @@ STAGES: dict[str, Stage] = {
     "remove_padding": Stage(
         remove_padding,
         RemovePaddingOptions,
-        2,  # 2: a batch of padding alone computes its first position
+        3,  # 2: a batch of padding alone computes its first position; 3: attention row by row
         Format.TORCH,
         Format.TORCH,
-        "a BERT-style encoder's Linears run on the batch's real tokens only, packed; attention padded",
+        "a BERT-style encoder run on the batch's real tokens only, packed; attention row by row",
     ),
     "quantize_int8": Stage(
         quantize_int8,

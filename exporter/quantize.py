@@ -20,7 +20,7 @@ from edgeopt.core.artifact import Artifact, Precision
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import DataError, ExportError, RecipeError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import load_onnx, save_onnx
+from edgeopt.core.onnx_model import has_subgraphs, load_onnx, save_onnx
 from edgeopt.core.targets import Target, host_target, resolve
 from exporter.budget import Budget, fit_budget
 from exporter.transform import finish, keep_initializers_field, start
@@ -286,7 +286,7 @@ def _prepare(model: onnx.ModelProto, scratch: Path) -> tuple[Path, bool]:
     save_onnx(model, source)
     prepared = scratch / "prepared.onnx"
     try:
-        quant_pre_process(str(source), str(prepared), auto_merge=True)
+        quant_pre_process(str(source), str(prepared), auto_merge=True, skip_symbolic_shape=has_subgraphs(model))
     except Exception as err:  # symbolic shape inference fails on some graphs; quantization still works
         log.warning("quantization pre-processing skipped: %s", first_line(err))
         return source, False

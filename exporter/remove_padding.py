@@ -5,11 +5,15 @@ A batch of texts padded to one length is mostly padding (the pydoc passages `mak
 embeds hold 48.5 real tokens of 128 at the median). `trim_padding` cuts the batch to its
 longest text, which leaves a batch of 8 at 128 as soon as one text fills it. Here the
 real tokens of every row are gathered into one packed [tokens, hidden] matrix, and the
-Linear layers, LayerNorms and GELUs (most of the work) run on it; only attention goes
-back to the padded [batch, heads, length, length] layout, which its mask needs. The
-Linears' GEMMs then cost what the batch's text costs, whatever its longest row. This is
-the "remove padding" of FasterTransformer and of ONNX Runtime's packed attention (a CUDA
-kernel); here it is plain ONNX (NonZero, Gather), so every runtime reads it.
+Linear layers, LayerNorms and GELUs (most of the work) run on it. The Linears' GEMMs then
+cost what the batch's text costs, whatever its longest row. This is the "remove padding"
+of FasterTransformer and of ONNX Runtime's packed attention (a CUDA kernel); here it is
+plain ONNX (NonZero, Gather), so ONNX Runtime and OpenVINO read it.
+
+Attention runs row by row on each row's own tokens (an ONNX Loop over the batch), so it
+too costs what the text costs and needs no mask. Tools that cannot read a Loop (NNCF's
+graph builder) take `attention: padded`: the scores go back to the padded
+[batch, heads, length, length] layout under the mask.
 
 Exact where the outputs are per sequence and pool over the mask (a sentence embedding):
 the real tokens see what they saw before, and a padded position's state, read from a
@@ -25,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,9 +47,19 @@ _LAYER_PARTS = ("attention.self.query", "attention.self.key", "attention.self.va
 _HEAD_SIZES = ("num_attention_heads", "attention_head_size")
 
 
+class Attention(StrEnum):
+    PER_ROW = "per_row"
+    PADDED = "padded"
+
+
 class RemovePaddingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    attention: Attention = Field(
+        Attention.PER_ROW,
+        description="per_row: each row's tokens attend to each other, row by row (an ONNX Loop); padded: the "
+        "batch's [batch, heads, length, length] scores under the mask, for tools that cannot read a Loop (NNCF)",
+    )
     tolerance: Tolerance = Field(
         Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
         description="agreement with the padded model on the probe, whose texts are padded",
@@ -75,7 +90,7 @@ def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: S
             f"{artifact.path}: output {per_token[0]!r} is per token, and a padded position's state is not "
             "computed once padding is removed: remove padding from models whose outputs are per sequence"
         )
-    _pack(module, encoders)
+    _pack(module, encoders, options.attention)
     with torch.inference_mode():
         actual = dict(zip(outputs, output_tuple(module(*feeds)), strict=True))
     agreement = compare_outputs(
@@ -89,24 +104,26 @@ def remove_padding(artifact: Artifact, options: RemovePaddingOptions, context: S
             f"{artifact.path}: removing padding changes the outputs ({describe_failures(agreement)}); the model "
             "must mask padding out (an attention mask, pooling over the mask)"
         )
-    source = TorchSource(f"{__name__}:padding_removed", {"base": dataclasses.asdict(parent), "encoders": encoders})
+    record = {"base": dataclasses.asdict(parent), "encoders": encoders, "attention": str(options.attention)}
+    source = TorchSource(f"{__name__}:padding_removed", record)
     max_abs = max(output.max_abs for output in agreement.outputs)
     facts = {"padding_removed": {"encoders": encoders, "max_abs_against_padded": max_abs}}
     return save_derived(module, artifact, source, context, stage="remove_padding", options=options, facts=facts)
 
 
-def padding_removed(base: dict, encoders: list[str]) -> nn.Module:
-    """The parent's module with each named encoder run on the real tokens only."""
+def padding_removed(base: dict, encoders: list[str], attention: str = Attention.PADDED) -> nn.Module:
+    """The parent's module with each named encoder run on the real tokens only (records
+    from before `attention` was an option ran it padded)."""
     from edgeopt.core.torch_artifact import from_record
 
-    return _pack(from_record(base), encoders)
+    return _pack(from_record(base), encoders, Attention(attention))
 
 
-def _pack(module: nn.Module, encoders: list[str]) -> nn.Module:
+def _pack(module: nn.Module, encoders: list[str], attention: Attention) -> nn.Module:
     for name in encoders:
         owner_name, _, child = name.rpartition(".")
         owner = module.get_submodule(owner_name)
-        setattr(owner, child, _packed_class()(owner.get_submodule(child)))
+        setattr(owner, child, _packed_class()(owner.get_submodule(child), attention))
     return module
 
 
@@ -147,12 +164,40 @@ def _packed_class():
     import torch
     from torch import nn
 
+    def row_attention(query, key, value, bounds, heads: int, size: int):
+        """Each row's tokens attend to that row's tokens only, one row at a time: no mask,
+        and no padded [batch, heads, length, length] scores (a third of their entries even
+        cut to the longest row, at batch 8 on the pydoc passages). Scripted, so the export
+        holds a Loop over the rows."""
+        tokens = query.size(0)
+        query, key, value = (x.view(tokens, heads, size).transpose(0, 1) for x in (query, key, value))
+        context = value[:, :0]
+        for index in range(bounds.size(0) - 1):
+            start, end = int(bounds[index]), int(bounds[index + 1])
+            weights = (query[:, start:end] @ key[:, start:end].transpose(1, 2) * size**-0.5).softmax(-1)
+            context = torch.cat([context, weights @ value[:, start:end]], 1)
+        return context.transpose(0, 1).reshape(tokens, heads * size)
+
+    scripted_row_attention = torch.jit.script(row_attention)
+
+    def padded_attention(query, key, value, layout: PaddedLayout, heads: int, size: int):
+        """The batch's scores in the padded layout under the mask, back to the packed rows."""
+        batch, length = layout.bias.shape[0], layout.bias.shape[-1]
+
+        def padded(x):
+            return x.index_select(0, layout.row).view(batch, length, heads, size).transpose(1, 2)
+
+        scores = padded(query) @ padded(key).transpose(-1, -2) * size**-0.5 + layout.bias
+        context = (scores.softmax(dim=-1) @ padded(value)).transpose(1, 2).reshape(batch * length, heads * size)
+        return context.index_select(0, layout.positions)
+
     class PackedEncoder(nn.Module):
         """A BERT-style encoder's forward on packed real tokens; its children are the
         encoder's own, under the same names, so its state dict is unchanged."""
 
-        def __init__(self, encoder: nn.Module):
+        def __init__(self, encoder: nn.Module, attention: Attention):
             super().__init__()
+            self.attention_kind = attention
             for child_name, child in encoder.named_children():
                 self.add_module(child_name, child)
             self.config = getattr(encoder, "config", None)
@@ -166,30 +211,41 @@ def _packed_class():
             extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             hidden = self.embeddings(input_ids=input_ids, **extra)
             width = hidden.shape[-1]
-            # the first position is computed even where it is padding, so a batch of padding
-            # alone still has a row to read; the mask keeps it out of attention and pooling
-            first = torch.arange(batch * length, device=input_ids.device) == 0
-            computed = (attention_mask.reshape(-1) != 0) | first
+            real = attention_mask != 0
+            # a batch of padding alone computes its first position, so there is a row to read;
+            # pooling over the mask multiplies it by zero
+            alone = (torch.arange(batch * length, device=input_ids.device) == 0) & ~real.any()
+            computed = real.reshape(-1) | alone
             positions = computed.nonzero().squeeze(1)
-            # each padded position reads a computed token's row: attention's mask never
-            # attends to it, and pooling over the mask multiplies it by zero
-            row = computed.long().cumsum(0) - 1
+            # each padded position reads a computed token's row (the one before it, or the
+            # first), which pooling over the mask multiplies by zero
+            row = (computed.long().cumsum(0) - 1).clamp(min=0)
+            # a row's tokens lie together in the packed matrix, from one bound to the next
+            ends = computed.view(batch, length).long().sum(1).cumsum(0)
+            bounds = torch.cat([ends[:1] * 0, ends])
             tokens = hidden.reshape(-1, width).index_select(0, positions)
-            bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+            if self.attention_kind is Attention.PER_ROW:
+                attend, layout = scripted_row_attention, bounds
+            else:
+                bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+                attend, layout = padded_attention, PaddedLayout(row, positions, bias)
             for layer in self.encoder.layer:
-                attention = layer.attention.self
-                heads, size = attention.num_attention_heads, attention.attention_head_size
-
-                def padded(x, heads=heads, size=size):
-                    return x.index_select(0, row).view(batch, length, heads, size).transpose(1, 2)
-
-                query, key, value = (
-                    padded(linear(tokens)) for linear in (attention.query, attention.key, attention.value)
-                )
-                scores = query @ key.transpose(-1, -2) * (size**-0.5) + bias
-                context = (scores.softmax(dim=-1) @ value).transpose(1, 2).reshape(batch * length, heads * size)
-                tokens = layer.attention.output(context.index_select(0, positions), tokens)
+                own = layer.attention.self
+                context = attend(
+                    own.query(tokens), own.key(tokens), own.value(tokens), layout,
+                    own.num_attention_heads, own.attention_head_size,
+                )  # fmt: skip
+                tokens = layer.attention.output(context, tokens)
                 tokens = layer.output(layer.intermediate(tokens), tokens)
             return BaseModelOutput(last_hidden_state=tokens.index_select(0, row).view(batch, length, width))
 
     return PackedEncoder
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddedLayout:
+    """Where the packed tokens sit in the padded batch, and the mask's additive bias."""
+
+    row: Any  # per padded position, the packed row it reads
+    positions: Any  # per packed row, its padded position
+    bias: Any  # [batch, 1, 1, length]: 0 where a key is real, the dtype's minimum where padding

@@ -21,7 +21,7 @@ from edgeopt.core.artifact import Artifact
 from edgeopt.core.context import StageContext
 from edgeopt.core.errors import ExportError, first_line
 from edgeopt.core.numeric import Tolerance
-from edgeopt.core.onnx_model import input_facts, load_onnx
+from edgeopt.core.onnx_model import has_subgraphs, input_facts, load_onnx
 from exporter.transform import finish
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ def optimize_transformer(artifact: Artifact, options: OptimizeTransformerOptions
     fusion.enable_attention = options.attention
     fusion.enable_skip_layer_norm = fusion.enable_bias_skip_layer_norm = options.skip_layer_norm
     fusion.enable_gelu_approximation = options.gelu_approximation
+    # a graph with subgraphs (remove_padding's per-row Loop) is fused without symbolic shapes:
+    # the fusions skip their shape checks, and the verification below still compares outputs
+    fusion.enable_shape_inference = not has_subgraphs(model)
     try:
         # the optimizer logs every fusion at INFO and prints; opt_level 0: its own fusions only,
         # no ONNX Runtime session (which would write temporary files)

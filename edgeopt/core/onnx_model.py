@@ -195,6 +195,17 @@ def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
     return model
 
 
+def has_subgraphs(model: onnx.ModelProto) -> bool:
+    """Whether a node of the main graph holds a graph (Loop, If, Scan). ONNX Runtime's symbolic
+    shape inference copies every weight into each subgraph's inference: 38 s against 0.9 s in
+    its transformer optimizer on MiniLM with a Loop per layer."""
+    return any(
+        attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for node in model.graph.node
+        for attribute in node.attribute
+    )
+
+
 def onnx_opset(model: onnx.ModelProto) -> int | None:
     """The model's opset of the default (ai.onnx) domain."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

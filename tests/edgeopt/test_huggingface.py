@@ -42,6 +42,13 @@ def test_sentence_embedding_is_the_masked_mean_normalised(bert_dir):
 def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     """Default data is Python's documentation through the model's own tokenizer; the report
     scores cosine and retrieval overlap; fusion, smoothing, padding removal and a budgeted dynamic INT8 run."""
+    fused_cpu_options = {
+        "num_heads": 4,
+        "hidden_size": 64,
+        "skip_layer_norm": False,
+        "gelu_approximation": True,
+        "tolerance": {"atol": 0.001, "rtol": 0.01, "min_cosine": 0.9999},
+    }
     recipe = {
         "name": "hf",
         "model": {"huggingface": str(bert_dir)},
@@ -49,21 +56,23 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
         "variants": {
             "onnx": {"stage": "export_onnx", "options": {"exporter": "torchscript", "opset": 17}},
             "fused": {"stage": "optimize_transformer", "from": "onnx", "options": {"num_heads": 4, "hidden_size": 64}},
-            "fused-cpu": {
-                "stage": "optimize_transformer",
-                "from": "onnx",
-                "options": {
-                    "num_heads": 4,
-                    "hidden_size": 64,
-                    "skip_layer_norm": False,
-                    "gelu_approximation": True,
-                    "tolerance": {"atol": 0.001, "rtol": 0.01, "min_cosine": 0.9999},
-                },
-            },
+            "fused-cpu": {"stage": "optimize_transformer", "from": "onnx", "options": fused_cpu_options},
             "trimmed": {"stage": "trim_padding", "from": "fused-cpu"},
             "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
             "smoothed-packed": {"stage": "remove_padding", "from": "smoothed", "runtimes": []},
             "onnx-packed": {"stage": "export_onnx", "from": "smoothed-packed", "options": {"exporter": "torchscript"}},
+            # the per-row attention's Loop through the optimizer and a budgeted quantizer
+            "packed-fused": {
+                "stage": "optimize_transformer",
+                "from": "onnx-packed",
+                "options": fused_cpu_options,
+                "runtimes": [],
+            },
+            "int8-packed": {
+                "stage": "quantize_dynamic",
+                "from": "onnx-packed",
+                "options": {"per_channel": True, "budget": {"metric": "cosine", "max_drop": 0.00001}},
+            },
             "onnx-smoothed": {"stage": "export_onnx", "from": "smoothed", "options": {"exporter": "torchscript"}},
             "int8": {
                 "stage": "quantize_dynamic",
@@ -104,6 +113,11 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
     assert artifacts["smoothed-packed"]["facts"]["padding_removed"]["encoders"] == ["body"]
     assert rows["onnx-packed"]["overlap_at_10"] == rows["onnx-smoothed"]["overlap_at_10"]
     assert rows["onnx-packed"]["cosine_min"] == pytest.approx(rows["onnx-smoothed"]["cosine_min"], abs=1e-5)
+    assert artifacts["packed-fused"]["verification"]["passed"]
+    assert artifacts["packed-fused"]["facts"]["fused"] == {"FastGelu": 2, "LayerNormalization": 5}
+    packed_budget = artifacts["int8-packed"]["facts"]["budget"]
+    assert artifacts["int8-packed"]["verification"]["passed"] and packed_budget["steps"]
+    assert {k["op_type"] for k in packed_budget["kept_float"]} <= {"Gemm", "MatMul"}
     # the fused graph cut to each batch's longest passage answers as the untrimmed one
     assert artifacts["trimmed"]["verification"]["passed"]
     assert rows["trimmed"]["overlap_at_10"] == rows["fused-cpu"]["overlap_at_10"]

@@ -260,3 +260,33 @@ def test_rank_nodes_scores_every_quantized_node(digits_int8, digits_simplified, 
     assert {name for name, _, _ in ranked} == set(quantized_nodes(onnx.load(str(digits_int8.path))))
     errors = [error for _, _, error in ranked]
     assert errors == sorted(errors, reverse=True) and all(e >= 0 for e in errors) and errors[0] > 0
+
+
+def test_rank_nodes_takes_an_empty_intermediate(tmp_path):
+    """An empty tensor (the first value a Loop carries) has no error to rank by."""
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    from exporter.sensitivity import rank_nodes
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "weight")
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "weight"], ["y"], name="matmul"),
+            helper.make_node("Slice", ["y", "zero", "zero", "zero"], ["empty"], name="none_of_it"),
+            helper.make_node("Concat", ["empty", "y"], ["out"], axis=0, name="joined"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 8])],
+        [weight, zero],
+    )
+    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(float_path))
+    ort_quantize_dynamic(str(float_path), str(int8_path), weight_type=QuantType.QInt8)
+    feeds = {"x": rng.normal(size=(4, 8)).astype(np.float32)}
+    [(name, op_type, error)] = rank_nodes(float_path, int8_path, feeds, tmp_path / "scratch")
+    assert (name, op_type) == ("matmul", "MatMul") and error > 0

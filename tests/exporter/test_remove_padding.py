@@ -16,9 +16,9 @@ def pooled_torch(tmp_path_factory, bert_probe):
     return build_factory(tmp_path_factory, "factories:tiny_bert_pooled", BERT_INPUTS, bert_probe)
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory, pooled_torch, bert_probe):
-    return build_stage(tmp_path_factory, "remove_padding", pooled_torch, {}, bert_probe)
+@pytest.fixture(scope="module", params=["per_row", "padded"])
+def packed(request, tmp_path_factory, pooled_torch, bert_probe):
+    return build_stage(tmp_path_factory, "remove_padding", pooled_torch, {"attention": request.param}, bert_probe)
 
 
 def _ragged(rows: int = 5, length: int = 16) -> dict:
@@ -53,7 +53,9 @@ def test_packed_export_gathers_the_real_tokens_for_its_linears(tmp_path_factory,
     padded = build_stage(tmp_path_factory, "export_onnx", pooled_torch, {"exporter": "torchscript"}, bert_probe)
     assert exported.verification.passed
     graph = onnx.load(str(exported.path)).graph
-    assert "NonZero" in {node.op_type for node in graph.node}
+    ops = {node.op_type for node in graph.node}
+    assert "NonZero" in ops
+    assert ("Loop" in ops) == (packed.options["attention"] == "per_row"), "row by row: a Loop over the rows"
     weights = {initializer.name for initializer in graph.initializer}
     linear_inputs = [
         node.input[0] for node in graph.node if node.op_type in ("Gemm", "MatMul") and node.input[1] in weights
