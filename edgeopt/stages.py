@@ -112,10 +112,10 @@ STAGES: dict[str, Stage] = {
     "remove_padding": Stage(
         remove_padding,
         RemovePaddingOptions,
-        3,  # 2: a batch of padding alone computes its first position; 3: attention row by row
+        3,  # 2: a batch of padding alone computes its first position; 3: attention per row or padded
         Format.TORCH,
         Format.TORCH,
-        "a BERT-style encoder run on the batch's real tokens only, packed; attention row by row",
+        "a BERT-style encoder run on the batch's real tokens only, packed; attention padded or per row",
     ),
     "quantize_int8": Stage(
         quantize_int8,

@@ -59,7 +59,12 @@ def test_recipe_runs_a_huggingface_encoder_end_to_end(bert_dir, tmp_path):
             "fused-cpu": {"stage": "optimize_transformer", "from": "onnx", "options": fused_cpu_options},
             "trimmed": {"stage": "trim_padding", "from": "fused-cpu"},
             "smoothed": {"stage": "smooth_activations", "options": {"samples": 32}},
-            "smoothed-packed": {"stage": "remove_padding", "from": "smoothed", "runtimes": []},
+            "smoothed-packed": {
+                "stage": "remove_padding",
+                "from": "smoothed",
+                "options": {"attention": "per_row"},
+                "runtimes": [],
+            },
             "onnx-packed": {"stage": "export_onnx", "from": "smoothed-packed", "options": {"exporter": "torchscript"}},
             # the per-row attention's Loop through the optimizer and a budgeted quantizer
             "packed-fused": {
