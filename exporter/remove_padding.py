@@ -163,10 +163,9 @@ def _decoder(encoder: nn.Module) -> bool:
 
 
 @functools.cache
-def _packed_class():
-    """Defined on first use: torch is imported inside functions (`import edgeopt` stays light)."""
+def _attention() -> dict:
+    """Per attention kind, the function from packed Q, K, V (and a layout) to packed context."""
     import torch
-    from torch import nn
 
     def row_attention(query, key, value, bounds, heads: int, size: int):
         """Each row's tokens attend to that row's tokens only, one row at a time: no mask,
@@ -182,8 +181,6 @@ def _packed_class():
             context = torch.cat([context, weights @ value[:, start:end]], 1)
         return context.transpose(0, 1).reshape(tokens, heads * size)
 
-    scripted_row_attention = torch.jit.script(row_attention)
-
     def padded_attention(query, key, value, layout: PaddedLayout, heads: int, size: int):
         """The batch's scores in the padded layout under the mask, back to the packed rows."""
         batch, length = layout.bias.shape[0], layout.bias.shape[-1]
@@ -194,6 +191,15 @@ def _packed_class():
         scores = padded(query) @ padded(key).transpose(-1, -2) * size**-0.5 + layout.bias
         context = (scores.softmax(dim=-1) @ padded(value)).transpose(1, 2).reshape(batch * length, heads * size)
         return context.index_select(0, layout.positions)
+
+    return {Attention.PER_ROW: torch.jit.script(row_attention), Attention.PADDED: padded_attention}
+
+
+@functools.cache
+def _packed_class():
+    """Defined on first use: torch is imported inside functions (`import edgeopt` stays light)."""
+    import torch
+    from torch import nn
 
     class PackedEncoder(nn.Module):
         """A BERT-style encoder's forward on packed real tokens; its children are the
@@ -228,11 +234,12 @@ def _packed_class():
             ends = computed.view(batch, length).long().sum(1).cumsum(0)
             bounds = torch.cat([ends[:1] * 0, ends])
             tokens = hidden.reshape(-1, width).index_select(0, positions)
+            attend = _attention()[self.attention_kind]
             if self.attention_kind is Attention.PER_ROW:
-                attend, layout = scripted_row_attention, bounds
+                layout = bounds
             else:
                 bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-                attend, layout = padded_attention, PaddedLayout(row, positions, bias)
+                layout = PaddedLayout(row, positions, bias)
             for layer in self.encoder.layer:
                 own = layer.attention.self
                 context = attend(
