@@ -15,7 +15,7 @@ Attention goes back to the padded [batch, heads, length, length] layout under th
 runs it row by row on each row's own tokens instead (an ONNX Loop over the batch): a third
 of the score entries at batch 8 on the pydoc passages, but each row's step has a fixed cost.
 Measured on MiniLM (ONNX Runtime, 2 threads, both trimmed): FP32 7% faster at batch 8 and
-even at batch 1, dynamic INT8 2% faster at batch 8; at batch 64 (passages, where the
+2% slower at batch 1, dynamic INT8 2% faster at batch 8; at batch 64 (passages, where the
 longest row fills the 128 tokens) the padded layout was 9% faster. NNCF's graph builder
 cannot read the Loop.
 
@@ -230,13 +230,12 @@ def _packed_class():
             # each padded position reads a computed token's row (the one before it, or the
             # first), which pooling over the mask multiplies by zero
             row = (computed.long().cumsum(0) - 1).clamp(min=0)
-            # a row's tokens lie together in the packed matrix, from one bound to the next
-            ends = computed.view(batch, length).long().sum(1).cumsum(0)
-            bounds = torch.cat([ends[:1] * 0, ends])
             tokens = hidden.reshape(-1, width).index_select(0, positions)
             attend = _attention()[self.attention_kind]
             if self.attention_kind is Attention.PER_ROW:
-                layout = bounds
+                # a row's tokens lie together in the packed matrix, from one bound to the next
+                ends = computed.view(batch, length).long().sum(1).cumsum(0)
+                layout = torch.cat([ends[:1] * 0, ends])
             else:
                 bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
                 layout = PaddedLayout(row, positions, bias)

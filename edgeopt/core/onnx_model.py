@@ -197,8 +197,8 @@ def load_checked(path: Path, load_weights: bool = True) -> onnx.ModelProto:
 
 def has_subgraphs(model: onnx.ModelProto) -> bool:
     """Whether a node of the main graph holds a graph (Loop, If, Scan). ONNX Runtime's symbolic
-    shape inference copies every weight into each subgraph's inference: 38 s against 0.9 s in
-    its transformer optimizer on MiniLM with a Loop per layer."""
+    shape inference copies every weight into each subgraph's inference: in its transformer
+    optimizer, 38.3 s against 1.4 s without it on the pruned MiniLM with a Loop per layer."""
     return any(
         attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
         for node in model.graph.node
