@@ -112,7 +112,8 @@ STAGES: dict[str, Stage] = {
     "remove_padding": Stage(
         remove_padding,
         RemovePaddingOptions,
-        3,  # 2: a batch of padding alone computes its first position; 3: attention per row or padded
+        4,  # 2: a batch of padding alone computes its first position; 3: attention per row or padded;
+        # 4: per-row attention slices the token axis alone (before, each row's slice copied all the tokens)
         Format.TORCH,
         Format.TORCH,
         "a BERT-style encoder run on the batch's real tokens only, packed; attention padded or per row",

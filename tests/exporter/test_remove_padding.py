@@ -77,8 +77,10 @@ def test_packed_export_gathers_the_real_tokens_for_its_linears(tmp_path_factory,
         expected_nothing = session.run(nothing)
     name = exported.io.outputs[0].name
     np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5)
+    one_row = {key: value[1:2] for key, value in feeds.items()}  # 9 real tokens
     with load("ort-cpu", exported, SessionOptions(threads=1)) as session:
         np.testing.assert_allclose(session.run(nothing)[name], expected_nothing[name], atol=1e-5)
+        np.testing.assert_allclose(session.run(one_row)[name], expected[name][1:2], atol=1e-5)
     # plain ONNX (NonZero, Gather): OpenVINO reads and runs it too
     with load("ov-cpu", exported, SessionOptions(threads=1)) as session:
         np.testing.assert_allclose(session.run(feeds)[name], expected[name], atol=1e-4)
