@@ -21,12 +21,14 @@ from edgeopt.core.onnx_model import (
     Modernized,
     check_onnx,
     graph_io,
+    has_subgraphs,
     input_facts,
     list_as_inputs,
     load_onnx,
     model_facts,
     modernize,
     save_onnx,
+    sort_topologically,
 )
 from runtimes.openvino_ops import openvino_not_for
 
@@ -84,6 +86,8 @@ def finish(
             upgraded["weights_kept_listed"] = list_as_inputs(model, legacy.listed_weights)
         if upgraded:
             facts = {**facts, "upgraded": upgraded}
+    if has_subgraphs(model):
+        sort_topologically(model.graph)  # ONNX Runtime's tools sort without what subgraphs read
     path = context.out_dir / "model.onnx"
     save_onnx(model, path)
     try:

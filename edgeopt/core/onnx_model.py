@@ -357,11 +357,12 @@ def onnx_source_sha256(path: Path) -> str:
 
 
 def sort_topologically(graph: onnx.GraphProto) -> None:
-    """Reorder the nodes so each comes after the producers of its inputs, keeping the
-    given order where it already holds (Kahn's algorithm: no recursion on deep graphs)."""
+    """Reorder the nodes so each comes after the producers of what it reads, the values its
+    subgraphs read from this graph included (ONNX Runtime's optimizer sorts without those), keeping
+    the given order where it already holds (Kahn's algorithm: no recursion on deep graphs)."""
     nodes = list(graph.node)
     producer = {output: index for index, node in enumerate(nodes) for output in node.output if output}
-    waiting = [{producer[name] for name in node.input if name in producer} for node in nodes]
+    waiting = [{producer[name] for name in _reads(node) if name in producer} for node in nodes]
     readers: dict[int, list[int]] = {}
     for index, needs in enumerate(waiting):
         for need in needs:
@@ -377,3 +378,14 @@ def sort_topologically(graph: onnx.GraphProto) -> None:
                 ready.append(reader)
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The values a node reads: its inputs, and what its subgraphs take from the scopes around them."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            defined = {value.name for value in subgraph.input} | {tensor.name for tensor in subgraph.initializer}
+            defined |= {output for inner in subgraph.node for output in inner.output}
+            names |= {name for inner in subgraph.node for name in _reads(inner)} - defined
+    return names

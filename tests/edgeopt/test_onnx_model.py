@@ -135,3 +135,44 @@ def test_models_over_2gb_round_trip_through_simplify_and_fp16(tmp_path):
     assert (tmp_path / "simple" / "model.onnx.data").stat().st_size > 2**31
     half = convert_fp16(simplified, ConvertFp16Options(), StageContext(tmp_path / "half", probe))
     assert half.verification.passed and half.facts["size_bytes"] < 0.6 * simplified.facts["size_bytes"]
+
+
+def test_sort_topologically_puts_what_a_subgraph_reads_before_its_node():
+    """A Loop's body reads `doubled` from the main graph: ONNX Runtime's optimizer and
+    quantizer sort without such reads and can leave its producer after the Loop."""
+    import onnxruntime as ort
+
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["acc_in", "doubled"], ["acc_out"]),
+            helper.make_node("Identity", ["cond"], ["again"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("step", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("again", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [2]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body),
+            helper.make_node("Mul", ["x", "two"], ["doubled"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"), numpy_helper.from_array(np.float32(2), "two")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(model)
+    onnx_model.sort_topologically(model.graph)
+    assert [node.op_type for node in model.graph.node] == ["Mul", "Loop"]
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": np.array([1, -1], np.float32)})[0], [7, -7])
