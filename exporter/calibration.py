@@ -56,9 +56,9 @@ class SplitReader(CalibrationDataReader):
 ENTROPY_BINS, ENTROPY_LEVELS = 2048, 128
 
 
-def compute_ranges(model: Path, reader: SplitReader, method, symmetric: bool, percentile: float, cache: Path) -> None:
-    """Calibrate activation ranges on `model` and save them where quantize_static reads
-    its calibration cache."""
+def compute_ranges(model: Path, reader: SplitReader, method, symmetric: bool, percentile: float, cache: Path):
+    """Calibrate activation ranges on `model`, save them where quantize_static reads its
+    calibration cache and return them (ONNX Runtime's TensorsData)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     extra = {"symmetric": symmetric}
@@ -73,4 +73,6 @@ def compute_ranges(model: Path, reader: SplitReader, method, symmetric: bool, pe
         extra_options=extra,
     )
     calibrator.collect_data(reader)
-    save_tensors_data(calibrator.compute_data(), cache)
+    ranges = calibrator.compute_data()
+    save_tensors_data(ranges, cache)
+    return ranges

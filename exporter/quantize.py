@@ -13,6 +13,7 @@ import shutil
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
 import onnx
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +52,11 @@ _UNTYPED_AS_FLOAT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
 _TENSORRT_BIASES = {"QuantizeBias": False, "QDQDisableWeightAdjustForInt32Bias": True}
 
 
+class SignedActivations(StrEnum):
+    TARGET = "target"
+    INT8 = "int8"
+
+
 class QuantizeInt8Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +70,12 @@ class QuantizeInt8Options(BaseModel):
     samples: int = Field(256, ge=1, description="calibration samples, drawn by seed from the calibration split")
     seed: int = Field(0, description="fixes which samples calibrate and in which order")
     per_channel: bool = Field(True, description="one scale per output channel of each weight")
+    signed_activations: SignedActivations = Field(
+        SignedActivations.TARGET,
+        description="target: activations whose range holds negative values in the target's type (UINT8 with a "
+        "zero point on x86); int8: in symmetric INT8 without one, as OpenVINO's INT8 convolutions want (they pay "
+        "for zero points; ONNX Runtime's x86 kernels want UINT8)",
+    )
     op_types: list[str] | None = Field(
         None, description="quantize only nodes of these types, e.g. [MatMul] (default: every type ORT quantizes)"
     )
@@ -160,13 +172,17 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
 
     def run(prepared: Path, output: Path) -> None:
         cache = output.with_name("ranges.json")
-        compute_ranges(prepared, reader, method, flavour.symmetric_activations, options.percentile, cache)
+        ranges = compute_ranges(prepared, reader, method, flavour.symmetric_activations, options.percentile, cache)
+        overrides = {}
+        if options.signed_activations is SignedActivations.INT8:
+            overrides = {name: [{"quant_type": QuantType.QInt8, "symmetric": True}] for name in signed(ranges)}
 
         def quantize(excluded: list[str]) -> None:
             quantize_static(
                 str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                 reduce_range=flavour.reduce_range, activation_type=quant_type[flavour.activations],
-                weight_type=quant_type[flavour.weights], calibrate_method=method, extra_options=extra,
+                weight_type=quant_type[flavour.weights], calibrate_method=method,
+                extra_options=extra | {"TensorQuantOverrides": overrides},
                 calibration_cache_path=str(cache), nodes_to_exclude=excluded, op_types_to_quantize=options.op_types,
             )  # fmt: skip
 
@@ -176,6 +192,8 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
             facts["budget"] = fit_budget(
                 prepared, output, quantize, options.budget, context, reader.get_next(), simulate, artifact.modules
             )
+        if overrides:
+            facts["signed_activations"] = {"type": "int8", "symmetric": True, "tensors": int8_activations(output)}
 
     facts = {
         "flavour": dataclasses.asdict(flavour),
@@ -192,6 +210,21 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
             "ort-trt": "activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
         }
     return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate, not_for)
+
+
+def signed(ranges) -> list[str]:
+    """The activations whose calibrated range holds negative values."""
+    return [name for name, data in ranges.items() if float(np.min(data.range_value[0])) < 0]
+
+
+def int8_activations(path: Path) -> int:
+    """How many of a QDQ model's activation quantizers write INT8."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    return sum(
+        node.op_type == "QuantizeLinear" and len(node.input) > 2 and types.get(node.input[2]) == onnx.TensorProto.INT8
+        for node in graph.node
+    )
 
 
 def quantize_dynamic(artifact: Artifact, options: QuantizeDynamicOptions, context: StageContext) -> Artifact:

@@ -14,6 +14,7 @@ from exporter.quantize import (
     CalibrationMethod,
     QuantizeDynamicOptions,
     QuantizeInt8Options,
+    SignedActivations,
     choose_flavour,
     quantize_dynamic,
     quantize_int8,
@@ -96,6 +97,24 @@ def test_quantize_int8_tensorrt_flavour_is_symmetric_int8_for_every_method(metho
     assert result.verification.passed and "INT8 simulated" in result.verification.reference
     assert result.facts["method"] == method and result.facts["flavour"]["symmetric_activations"]
     assert set(result.not_for) == {"ort-cpu", "ov-cpu", "ov-cpu-bf16"}  # CPU figures say nothing of TensorRT
+
+
+def test_signed_activations_int8_quantizes_signed_ranges_symmetric_and_leaves_no_zero_point(
+    digits_onnx, digits, tmp_path
+):
+    results = {}
+    for choice in SignedActivations:
+        (tmp_path / choice).mkdir()
+        options = QuantizeInt8Options(target=Target.X86_VNNI, signed_activations=choice)
+        results[choice] = quantize_int8(digits_onnx, options, _context(tmp_path / choice, digits))
+    # the digits CNN's input and logits are signed, its ReLU outputs are not
+    assert any(z.any() for z in _zero_points(results[SignedActivations.TARGET].path))
+    zero_points = _zero_points(results[SignedActivations.INT8].path)
+    assert not any(z.any() for z in zero_points)
+    signed = sum(z.dtype == np.int8 for z in zero_points)
+    assert 0 < signed < len(zero_points)
+    assert results[SignedActivations.INT8].facts["signed_activations"]["tensors"] == signed
+    assert all(result.verification.passed for result in results.values())
 
 
 def test_quantize_int8_entropy_and_percentile_find_other_ranges_than_minmax(digits_onnx, digits, tmp_path):
