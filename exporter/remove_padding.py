@@ -14,9 +14,9 @@ Attention goes back to the padded [batch, heads, length, length] layout under th
 (`trim_padding` after this stage cuts it to the batch's longest row). `attention: per_row`
 runs it row by row on each row's own tokens instead (an ONNX Loop over the batch): a third
 of the score entries at batch 8 on the pydoc passages, but each row's step has a fixed cost.
-Measured on MiniLM's FP32 export (`make bench`, 2 threads, AVX-512 VNNI): on ONNX Runtime
-43.1 against 58.4 ms at batch 8 and 4.8 against 8.1 ms at batch 1; on OpenVINO 42.3
-against 42.8 and 6.3 against 5.9 ms. NNCF's graph builder cannot read the Loop.
+Measured on MiniLM's FP32 export (`make bench`, 2 threads, AVX-512 VNNI and AMX): on ONNX
+Runtime 41.6 against 60.5 ms at batch 8 and 5.3 against 8.8 ms at batch 1; on OpenVINO 44.8
+against 41.7 and 6.9 against 6.7 ms. NNCF's graph builder cannot read the Loop.
 
 Exact where the outputs are per sequence and pool over the mask (a sentence embedding):
 the real tokens see what they saw before, and a padded position's state, read from a
