@@ -200,16 +200,20 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
         "method": str(options.method),
         "calibration_samples": reader.samples,
     }
+    not_for = _static_not_for(target)
+    return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate, not_for)
+
+
+def _static_not_for(target: Target) -> dict[str, str]:
+    """The runtimes a static INT8 model built for `target` is not measured on, and why."""
     if target is Target.TENSORRT:
-        not_for = {
+        return {
             "ort-cpu": "built for TensorRT (S8S8 full range), which ONNX Runtime's CPU INT8 kernels do not run faithfully",
             **dict.fromkeys(OPENVINO_RUNTIMES, "built for TensorRT: measured as the engine TensorRT builds from it"),
         }
-    else:
-        not_for = {
-            "ort-trt": "activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
-        }
-    return _quantized(artifact, options, context, Precision.INT8_QDQ, "quantize_int8", run, facts, simulate, not_for)
+    return {
+        "ort-trt": "activations with zero points: TensorRT takes symmetric S8 QDQ only (quantize with target: tensorrt)"
+    }
 
 
 def signed(ranges) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import onnx
 from pydantic import BaseModel, Field
@@ -51,6 +52,18 @@ def start(source: Artifact, opset: int | None = None) -> tuple[Modernized, dict]
     return modernize(model, source.path, opset), before
 
 
+def _save_checked(model: onnx.ModelProto, path: Path, what: str, full_check: bool) -> None:
+    """Save `model` and check it; a graph with subgraphs is sorted first, as ONNX Runtime's
+    tools sort without counting what subgraphs read from outer scopes."""
+    if has_subgraphs(model):
+        sort_topologically(model.graph)
+    save_onnx(model, path)
+    try:
+        check_onnx(path, full=full_check)
+    except Exception as err:  # onnx.checker.ValidationError
+        raise ExportError(f"{what} produced an invalid model: {first_line(err)}") from err
+
+
 def finish(
     source: Artifact,
     model: onnx.ModelProto,
@@ -86,14 +99,8 @@ def finish(
             upgraded["weights_kept_listed"] = list_as_inputs(model, legacy.listed_weights)
         if upgraded:
             facts = {**facts, "upgraded": upgraded}
-    if has_subgraphs(model):
-        sort_topologically(model.graph)  # ONNX Runtime's tools sort without what subgraphs read
     path = context.out_dir / "model.onnx"
-    save_onnx(model, path)
-    try:
-        check_onnx(path, full=full_check)
-    except Exception as err:  # onnx.checker.ValidationError
-        raise ExportError(f"{source.path}: {stage} produced an invalid model: {first_line(err)}") from err
+    _save_checked(model, path, f"{source.path}: {stage}", full_check)
     result = Artifact(
         path=path,
         format=source.format,
