@@ -26,6 +26,7 @@ from edgeopt.core.targets import Target, host_target, resolve
 from exporter.budget import Budget, fit_budget
 from exporter.transform import finish, keep_initializers_field, start
 from runtimes.openvino_ops import OPENVINO_RUNTIMES
+from runtimes.ort import dies_opening
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,10 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
     simulate = target is not host_target()[0]
 
     def run(prepared: Path, output: Path) -> None:
+        subgraphs = has_subgraphs(onnx.load(str(prepared), load_external_data=False))
         cache = output.with_name("ranges.json")
         ranges = compute_ranges(prepared, reader, method, flavour.symmetric_activations, options.percentile, cache)
-        overrides = {}
-        if options.signed_activations is SignedActivations.INT8:
-            overrides = {name: [{"quant_type": QuantType.QInt8, "symmetric": True}] for name in signed(ranges)}
+        overrides = signed_overrides(ranges) if options.signed_activations is SignedActivations.INT8 else {}
 
         def quantize(excluded: list[str]) -> None:
             quantize_static(
@@ -185,6 +185,8 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
                 extra_options=extra | {"TensorQuantOverrides": overrides},
                 calibration_cache_path=str(cache), nodes_to_exclude=excluded, op_types_to_quantize=options.op_types,
             )  # fmt: skip
+            if subgraphs:
+                _refuse_if_onnxruntime_dies(output)
 
         quantize([])
         if options.budget is not None:
@@ -216,9 +218,21 @@ def _static_not_for(target: Target) -> dict[str, str]:
     }
 
 
-def signed(ranges) -> list[str]:
-    """The activations whose calibrated range holds negative values."""
-    return [name for name, data in ranges.items() if float(np.min(data.range_value[0])) < 0]
+def signed_overrides(ranges) -> dict[str, list[dict]]:
+    """quantize_static's overrides that make the activations whose calibrated range holds
+    negative values symmetric INT8."""
+    from onnxruntime.quantization import QuantType
+
+    signed = (name for name, data in ranges.items() if float(np.min(data.range_value[0])) < 0)
+    return {name: [{"quant_type": QuantType.QInt8, "symmetric": True}] for name in signed}
+
+
+def _refuse_if_onnxruntime_dies(path: Path) -> None:
+    if signal := dies_opening(path):
+        raise ExportError(
+            f"ONNX Runtime dies opening the INT8 graph ({signal}, in its graph optimizer): seen on a graph with "
+            "a Loop quantized with op_types; quantize every op type, or use quantize_dynamic"
+        )
 
 
 def int8_activations(path: Path) -> int:

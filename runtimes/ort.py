@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -151,6 +153,15 @@ def open_model(source: Path | bytes, device: str = "cpu", options: SessionOption
             ) from err
         raise ModelLoadError(f"{name}: onnxruntime cannot load it: {first_line(err)}") from err
     return _checked(session, device)
+
+
+def dies_opening(path: Path) -> str | None:
+    """The signal that killed a process opening `path` on the CPU (None when it opened or
+    refused it): a C++ assertion in ONNX Runtime's graph optimizer aborts the process, which no
+    exception reports, so the model is opened in a child process first."""
+    code = "import sys, pathlib; from runtimes.ort import open_model; open_model(pathlib.Path(sys.argv[1]))"
+    child = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, check=False)
+    return signal.Signals(-child.returncode).name if child.returncode < 0 else None
 
 
 def _session_options(ort, device: str, options: SessionOptions):

@@ -8,6 +8,8 @@ from onnx import numpy_helper
 from bench.accuracy import predict, score
 from edgeopt.core.artifact import Precision
 from edgeopt.core.context import StageContext
+from edgeopt.core.data import Split
+from edgeopt.core.errors import ExportError
 from edgeopt.core.targets import Target, host_target
 from exporter.calibration import SplitReader
 from exporter.quantize import (
@@ -20,6 +22,7 @@ from exporter.quantize import (
     quantize_int8,
 )
 from runtimes import load
+from tests.conftest import BERT_INPUTS, build_factory, build_stage
 
 
 def _context(tmp_path, digits):
@@ -309,3 +312,15 @@ def test_rank_nodes_takes_an_empty_intermediate(tmp_path):
     feeds = {"x": rng.normal(size=(4, 8)).astype(np.float32)}
     [(name, op_type, error)] = rank_nodes(float_path, int8_path, feeds, tmp_path / "scratch")
     assert (name, op_type) == ("matmul", "MatMul") and error > 0
+
+
+def test_quantize_int8_refuses_a_graph_onnxruntime_dies_opening(tmp_path_factory, bert_probe, tmp_path):
+    # ONNX Runtime 1.32's graph optimizer aborts the process (a C++ assertion) opening the QDQ
+    # graph of attention per row (a Loop) quantized with op_types [Gemm]: a line, not a crash
+    pooled = build_factory(tmp_path_factory, "factories:tiny_bert_pooled", BERT_INPUTS, bert_probe)
+    packed = build_stage(tmp_path_factory, "remove_padding", pooled, {"attention": "per_row"}, bert_probe)
+    exported = build_stage(tmp_path_factory, "export_onnx", packed, {"exporter": "torchscript"}, bert_probe)
+    context = StageContext(tmp_path, bert_probe, calibration=Split(bert_probe, None))
+    with pytest.raises(ExportError, match=r"ONNX Runtime dies opening the INT8 graph \(SIGABRT"):
+        quantize_int8(exported, QuantizeInt8Options(op_types=["Gemm"], samples=4), context)
+    assert list(tmp_path.iterdir()) == []
