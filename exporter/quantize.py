@@ -185,7 +185,7 @@ def quantize_int8(artifact: Artifact, options: QuantizeInt8Options, context: Sta
                 extra_options=extra | {"TensorQuantOverrides": overrides},
                 calibration_cache_path=str(cache), nodes_to_exclude=excluded, op_types_to_quantize=options.op_types,
             )  # fmt: skip
-            if subgraphs:
+            if subgraphs:  # each budget candidate too: the budget opens it in this process
                 _refuse_if_onnxruntime_dies(output)
 
         quantize([])

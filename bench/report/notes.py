@@ -61,15 +61,13 @@ def target_notes(name: str, artifact: dict, document: dict) -> list[str]:
         if "method" in facts
         else "activations quantized per call, "
     )
+    signed = facts.get("signed_activations")
+    signed = (
+        f"; the {signed['tensors']} activations whose range holds negative values in symmetric INT8" if signed else ""
+    )
     notes = [
         f"{name}: {calibration}built for {target}: {flavour['activations']} activations, "
-        f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}"
-        + (
-            f"; the {signed['tensors']} activations whose range holds negative values in symmetric INT8"
-            if (signed := facts.get("signed_activations"))
-            else ""
-        )
-        + "."
+        f"{flavour['weights']} weights{' (7-bit)' if flavour['reduce_range'] else ''}; {flavour['reason']}{signed}."
     ]
     # each measuring machine's own CPU target (not the one its INT8 was asked for)
     targets = {d["name"]: (d.get("fingerprint") or {}).get("target") for d in document.get("devices", [])}
