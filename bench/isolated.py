@@ -1,7 +1,8 @@
 """Measurements each in a process of its own (bench/worker.py), in interleaved rounds.
 
 One worker process per (artifact, runtime, threads) loads its session once and waits.
-Then, batch size by batch size, `rounds` rounds each time every worker for a slice of
+Then, batch size by batch size, every worker warms up in turn, untimed, and `rounds`
+rounds each time every worker for a slice of
 the minimum count and duration, in the plan's order rotated by the round: slow drift on
 a shared machine (a neighbour's load, clock changes) lands on every artifact alike
 rather than on whichever ran last. Rounds should be short beside the machine's slow and
@@ -244,6 +245,15 @@ def _rounds(shares: dict[Job, list[Worker]], probe: WorkerProcess, settings: Lat
     steady: list[list[int]] = []
     per_round = {"min_runs": math.ceil(settings.min_runs / rounds), "min_duration_s": settings.min_duration_s / rounds}
     for batch in sorted({b for job in shares for b in job.batches}):
+        # every process warms up until stable in a turn of its own before the timed rounds:
+        # timed right after its warm-up, a process's first round ran 3 to 11% slower than its
+        # later ones (every job of recipes/bench.yaml), enough to move a pooled median by 4%
+        warmed = {
+            worker: worker.ask("warm", {"batch": batch})["warmup_runs"]
+            for share in shares.values()
+            for worker in share
+            if batch in worker.job.batches
+        }
         for round_index in range(rounds):
             # the probe takes its turn among the workers, so it sees the machine as they do
             turns = [*(share[round_index % len(share)] for share in shares.values()), probe]
@@ -252,9 +262,9 @@ def _rounds(shares: dict[Job, list[Worker]], probe: WorkerProcess, settings: Lat
                 if worker is probe:
                     steady.append(probe.ask("steady", per_round)["samples_ns"])
                 elif batch in worker.job.batches:
-                    # each process warms up until stable in its first round of a batch
-                    request = {"batch": batch, "warm_up": round_index < len(shares[worker.job]), **per_round}
-                    samples.setdefault((worker.job, batch), []).append(worker.ask("time", request))
+                    answer = worker.ask("time", {"batch": batch, **per_round})
+                    answer["warmup_runs"] += warmed.pop(worker, 0)  # its warm-up, counted with its first round
+                    samples.setdefault((worker.job, batch), []).append(answer)
             if on_done is not None:
                 on_done()
     return samples, steady

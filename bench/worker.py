@@ -2,14 +2,15 @@
 
 Each (artifact, runtime, threads) gets a fresh process, so no measurement inherits
 another's caches, allocator state or thread pools, and the thread settings are fixed
-before any library starts its pools. The process lives for the whole benchmark, so
+before any library starts its pools (and glibc's allocator thresholds once the artifact is
+loaded: `_pin_allocator`). The process lives for the whole benchmark, so
 the parent can interleave short rounds across every artifact: drift on a shared machine
 then lands on all of them alike. One JSON request per line in, one answer per line out:
 
     {"load": {...}}                  → {"load_s", "baseline_rss_bytes"}
-    {"time": {"batch", "min_runs", "min_duration_s", "warm_up"}} → {"samples_ns", "warmup_runs"}
-        (warm_up: until stable, on a batch's first round; else a short re-warm;
-        GPU sessions add "device_samples_ns", a launch queued behind a held stream,
+    {"warm": {"batch"}}              → {"warmup_runs"}  (untimed runs until stable)
+    {"time": {"batch", "min_runs", "min_duration_s"}} → {"samples_ns", "warmup_runs"}
+        (after a short re-warm; GPU sessions add "device_samples_ns", a launch queued behind a held stream,
         between CUDA events, where the stream can be held)
     {"overhead": {"batch"}}          → {"ratio"}
     {"steady": {"min_runs", "min_duration_s"}} → {"samples_ns"}
@@ -101,7 +102,30 @@ def _load(state: dict, request: dict) -> dict:
     state["session"] = load(request["runtime"], artifact, options)
     load_s = time.perf_counter() - began
     state["settings"] = LatencySettings(**request["settings"])
+    _pin_allocator()
     return {"load_s": load_s, "baseline_rss_bytes": baseline_rss}
+
+
+# glibc's mallopt parameters, and the ceiling glibc's own dynamic mmap threshold rises to (64-bit)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_CEILING = 32 * 2**20
+TRIM_THRESHOLD_PINNED = 2**31 - 1
+
+
+def _pin_allocator() -> None:
+    """Fix glibc malloc's thresholds for the timed calls. Left dynamic, they follow what the
+    process happened to free while loading, and in some processes a call's freed buffers
+    hand the top of the heap back to the system, to be faulted in again by the next call:
+    eager PyTorch on the bench recipe's ResNet took 0 page faults per call in some fresh
+    processes and 100 to 550 in others (up to 25% slower), a lottery that moved the
+    reference row 4 to 8% between two runs. With the mmap threshold at glibc's ceiling and
+    no trimming, every process keeps its heap. Elsewhere than glibc it does nothing."""
+    import ctypes
+
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_CEILING)
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_PINNED)
 
 
 def _profile(feeds: dict[int, list]) -> dict:
@@ -120,15 +144,19 @@ def _feeds(state: dict, batch: int) -> list[dict]:
     return [{name: feeds[name] for name in names} for feeds in state["feeds"][batch]]
 
 
+def _warm(state: dict, request: dict) -> dict:
+    from bench.latency import warm_up
+
+    return {"warmup_runs": warm_up(state["session"], _feeds(state, request["batch"]), state["settings"])}
+
+
 def _time(state: dict, request: dict) -> dict:
-    from bench.latency import REWARM_RUNS, REWARM_S, DeviceTimingUnavailable, time_calls, time_device_calls, warm_up
+    from bench.latency import REWARM_RUNS, REWARM_S, DeviceTimingUnavailable, time_calls, time_device_calls
     from runtimes.base import DeviceTimed
 
     session, feeds = state["session"], _feeds(state, request["batch"])
-    if request["warm_up"]:
-        warmup = warm_up(session, feeds, state["settings"])
-    else:  # caches and thread pools went cold while the other processes ran
-        warmup = len(time_calls(session, feeds, REWARM_RUNS, min(REWARM_S, request["min_duration_s"])))
+    # caches and thread pools went cold while the other processes ran
+    warmup = len(time_calls(session, feeds, REWARM_RUNS, min(REWARM_S, request["min_duration_s"])))
     first = state["next_batch"][request["batch"]]
     samples = time_calls(session, feeds, request["min_runs"], request["min_duration_s"], first)
     state["next_batch"][request["batch"]] = first + len(samples)
@@ -234,6 +262,7 @@ def _peak_rss_bytes() -> int:
 
 HANDLERS = {
     "load": _load,
+    "warm": _warm,
     "time": _time,
     "overhead": _overhead,
     "steady": _steady,

@@ -1,6 +1,9 @@
 """Measurements in worker processes: rounds pooled, the server scenario, worker errors."""
 
 import dataclasses
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +58,12 @@ def test_a_measurement_takes_its_rounds_from_several_fresh_processes_in_turn(dig
     job = Job("onnx", "ort-cpu", 1, digits_onnx.directory, (1, 4))
     settings = dataclasses.replace(QUICK, processes=2)
     benchmark = run_isolated([job], feeds, settings, rounds=4, overhead=False, server=None)
-    timed = [(pid, request["batch"], request["warm_up"]) for pid, verb, request in asked if verb == "time"]
-    first, second = sorted({pid for pid, _, _ in timed}, key=[pid for pid, _, _ in timed].index)
-    for batch in (1, 4):  # rounds 0 and 2 in one process, 1 and 3 in the other; each warms up in its first
-        assert [t for t in timed if t[1] == batch] == [
-            (first, batch, True), (second, batch, True), (first, batch, False), (second, batch, False)
+    turns = [(pid, verb, request["batch"]) for pid, verb, request in asked if verb in ("warm", "time")]
+    first, second = sorted({pid for pid, _, _ in turns}, key=[pid for pid, _, _ in turns].index)
+    for batch in (1, 4):  # both warm up untimed, then rounds 0 and 2 in one process, 1 and 3 in the other
+        assert [t for t in turns if t[2] == batch] == [
+            (first, "warm", batch), (second, "warm", batch),
+            (first, "time", batch), (second, "time", batch), (first, "time", batch), (second, "time", batch),
         ]  # fmt: skip
     assert {pid for pid, verb, _ in asked if verb == "finish"} == {first, second}
     measured = benchmark.measured[(job, 1)]
@@ -128,6 +132,42 @@ def test_a_worker_answers_only_once_its_thread_pool_has_stopped_spinning(digits_
             session.run(feeds)
         _quiesce()
         assert not _other_threads_running()
+
+
+# a model call's buffers, freed in turn: 128 MiB in 64 KiB blocks (below any mmap threshold,
+# so on the heap), more than glibc's dynamic trim threshold ever grows to (64 MiB)
+FREED_HEAP_CALL = """
+import ctypes, resource, sys
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "pinned":
+    from bench.worker import _pin_allocator
+    _pin_allocator()
+def call():
+    blocks = [libc.malloc(2**16) for _ in range(2048)]
+    for block in blocks:
+        ctypes.memset(block, 1, 2**16)
+    for block in reversed(blocks):
+        libc.free(block)
+call()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+call()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc thresholds")
+def test_a_worker_keeps_its_heap_between_timed_calls():
+    """Left to glibc, freeing a call's buffers can hand the heap back to the system, and the
+    next call faults every page in again: whether it does depends on the process's history."""
+
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREED_HEAP_CALL, mode], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    assert faults("default") > 16_000  # 32,768 pages: the pattern makes glibc trim
+    assert faults("pinned") < 1_000
 
 
 def test_spread_is_how_far_the_even_and_odd_rounds_medians_lie_apart():
