@@ -2,15 +2,14 @@
 
 One worker process per (artifact, runtime, threads) loads its session once and waits.
 Then, batch size by batch size, every worker warms up in turn, untimed, and `rounds`
-rounds each time every worker for a slice of
-the minimum count and duration, in the plan's order rotated by the round: slow drift on
-a shared machine (a neighbour's load, clock changes) lands on every artifact alike
-rather than on whichever ran last. Rounds should be short beside the machine's slow and
-fast spells (on a shared VM they last a fraction of a second), so that every artifact
-sees the same mix of them. A measurement pools its rounds' samples; its spread, how far
-the pooled medians of its even and its odd rounds lie apart, flags measurements that
-would not repeat. A probe process times a fixed workload in every round as well
-(bench/steadiness.py): how steady the machine itself ran.
+rounds each time every worker for a slice of the minimum count and duration, in the
+plan's order rotated by the round: slow drift on a shared machine (a neighbour's load,
+clock changes) lands on every artifact alike rather than on whichever ran last. Rounds
+should be short beside the machine's slow and fast spells (on a shared VM they last a
+fraction of a second), so that every artifact sees the same mix of them. A measurement
+pools its rounds' samples; its spread, how far the pooled medians of its even and its odd
+rounds lie apart, flags measurements that would not repeat. A probe process times a fixed
+workload in every round as well (bench/steadiness.py): how steady the machine itself ran.
 
 `collect` gathers the workers' raw answers and `pool` turns them into measurements, so a
 device over SSH runs `collect` there (bench/device_session.py) and its answers are pooled

@@ -10,8 +10,8 @@ then lands on all of them alike. One JSON request per line in, one answer per li
     {"load": {...}}                  → {"load_s", "baseline_rss_bytes"}
     {"warm": {"batch"}}              → {"warmup_runs"}  (untimed runs until stable)
     {"time": {"batch", "min_runs", "min_duration_s"}} → {"samples_ns", "warmup_runs"}
-        (after a short re-warm; GPU sessions add "device_samples_ns", a launch queued behind a held stream,
-        between CUDA events, where the stream can be held)
+        (after a short re-warm; GPU sessions add "device_samples_ns", a launch queued
+        behind a held stream, between CUDA events, where the stream can be held)
     {"overhead": {"batch"}}          → {"ratio"}
     {"steady": {"min_runs", "min_duration_s"}} → {"samples_ns"}
         (the fixed workload of bench/steadiness.py: how fast the machine itself ran;
@@ -117,9 +117,9 @@ def _pin_allocator() -> None:
     process happened to free while loading, and in some processes a call's freed buffers
     hand the top of the heap back to the system, to be faulted in again by the next call:
     eager PyTorch on the bench recipe's ResNet took 0 page faults per call in some fresh
-    processes and 100 to 550 in others (up to 25% slower), a lottery that moved the
-    reference row 4 to 8% between two runs. With the mmap threshold at glibc's ceiling and
-    no trimming, every process keeps its heap. Elsewhere than glibc it does nothing."""
+    processes and 100 to 550 in others (a median up to 25% slower), by the draw. With the
+    mmap threshold at glibc's ceiling and no trimming, every process keeps its heap (the
+    cost: ResNet's eager PyTorch peaked 10% higher). Elsewhere than glibc it does nothing."""
     import ctypes
 
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
