@@ -121,11 +121,12 @@ def _pin_allocator() -> None:
     mmap threshold at glibc's ceiling and no trimming, every process keeps its heap (the
     cost: ResNet's eager PyTorch peaked 10% higher). Elsewhere than glibc it does nothing."""
     import ctypes
+    import platform
 
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_CEILING)
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_PINNED)
+    if platform.libc_ver()[0] == "glibc":
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_CEILING)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_PINNED)
 
 
 def _profile(feeds: dict[int, list]) -> dict:
